@@ -1,0 +1,2 @@
+//! vaultsync: keeps Kubernetes Secrets in sync with Azure Key Vault secrets.
+#![forbid(unsafe_code)]
