@@ -1,1 +1,148 @@
-fn main() {}
+//! Azure test doubles for vaultsync's local environment (dev only): an Entra token
+//! endpoint for workload identity federation, an App Service style managed identity
+//! endpoint, a Key Vault gateway in front of the emulator, and an admin API.
+
+mod admin;
+mod gateway;
+mod identity;
+mod oidc;
+mod state;
+mod tls;
+mod tokens;
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(about = "Azure test doubles for the vaultsync local environment")]
+struct Args {
+    /// TLS listener for the Entra token endpoint and the managed identity endpoint.
+    #[arg(long)]
+    identity_listen: SocketAddr,
+    /// TLS listener for the Key Vault gateway.
+    #[arg(long)]
+    vault_listen: SocketAddr,
+    /// Plain HTTP listener for the admin API (loopback only).
+    #[arg(long)]
+    admin_listen: SocketAddr,
+    #[arg(long)]
+    tls_cert: PathBuf,
+    #[arg(long)]
+    tls_key: PathBuf,
+    /// CA trusted for the ServiceAccount issuer and the emulator.
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// The Kubernetes ServiceAccount issuer whose tokens federated credentials accept.
+    #[arg(long)]
+    issuer: String,
+    /// The only tenant the token endpoint knows.
+    #[arg(long)]
+    tenant_id: String,
+    /// The secret the managed identity endpoint expects in `X-IDENTITY-HEADER`.
+    #[arg(long, env = "AZURE_DOUBLES_IDENTITY_HEADER", hide_env_values = true)]
+    identity_header: String,
+    /// The Key Vault emulator the gateway forwards authorized requests to.
+    #[arg(long)]
+    upstream: Option<reqwest::Url>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
+    let args = Args::parse();
+    if !args.admin_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "the admin API must listen on loopback, not {}",
+            args.admin_listen
+        );
+    }
+
+    let ca =
+        std::fs::read(&args.ca_file).with_context(|| format!("read {}", args.ca_file.display()))?;
+    let ca = reqwest::Certificate::from_pem(&ca).context("parse the CA file")?;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("build the HTTP client")?;
+
+    let identity_addr = args.identity_listen;
+    let authority = format!("https://{identity_addr}");
+    let registry = Arc::new(state::Registry::default());
+    let tokens = Arc::new(tokens::TokenIssuer::new(format!(
+        "{authority}/{}/v2.0",
+        args.tenant_id
+    )));
+
+    let identity_state = Arc::new(identity::IdentityState {
+        registry: registry.clone(),
+        tokens: tokens.clone(),
+        verifier: oidc::IssuerVerifier::new(args.issuer.clone(), http.clone()),
+        tenant_id: args.tenant_id.clone(),
+        identity_header: args.identity_header.clone(),
+    });
+    let gateway = Arc::new(gateway::Gateway {
+        registry: registry.clone(),
+        tokens,
+        authorization_uri: format!("{authority}/{}", args.tenant_id),
+        upstream: args.upstream.clone(),
+        http,
+    });
+
+    let acceptor = tls::acceptor(&args.tls_cert, &args.tls_key)?;
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind the {what} listener on {addr}"))
+    };
+    let identity_listener = bind(args.identity_listen, "identity").await?;
+    let vault_listener = bind(args.vault_listen, "vault gateway").await?;
+    let admin_listener = bind(args.admin_listen, "admin").await?;
+
+    let identity_service =
+        hyper_util::service::TowerToHyperService::new(identity::router(identity_state));
+    let gateway_service = hyper::service::service_fn(move |req| gateway.clone().handle(req));
+    tokio::spawn(tls::serve(
+        identity_listener,
+        acceptor.clone(),
+        identity_service,
+    ));
+    tokio::spawn(tls::serve(vault_listener, acceptor, gateway_service));
+    tracing::info!(
+        identity = %args.identity_listen,
+        vault = %args.vault_listen,
+        admin = %args.admin_listen,
+        issuer = %args.issuer,
+        upstream = ?args.upstream.as_ref().map(|u| u.as_str()),
+        "azure doubles listening"
+    );
+
+    let admin = axum::serve(admin_listener, admin::router(registry));
+    tokio::select! {
+        result = admin => result.context("admin server")?,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

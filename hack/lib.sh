@@ -1,0 +1,65 @@
+# Shared by the hack/testenv-*.sh scripts. Sourced, not run.
+# shellcheck shell=bash
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/versions.env
+source "$repo_root/hack/versions.env"
+cache_root=${VAULTSYNC_CACHE:-$HOME/.cache/vaultsync}
+state_dir=${VAULTSYNC_TESTENV_DIR:-$repo_root/.testenv}
+
+say() { echo "testenv: $*" >&2; }
+die() { echo "testenv: ERROR: $*" >&2; exit 1; }
+
+# Free loopback ports, all bound at once so that none is handed out twice.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# A process started by start_component is the leader of its own session, so stopping its
+# process group stops its children too. The pid file records pid and name; the name is
+# checked against /proc before any signal, so a reused pid is never killed.
+start_component() {
+  local name=$1
+  shift
+  mkdir -p "$state_dir/pids" "$state_dir/logs"
+  setsid "$@" >"$state_dir/logs/$name.log" 2>&1 </dev/null &
+  echo "$! $name" >"$state_dir/pids/$name.pid"
+}
+
+component_alive() {
+  local pid_file="$state_dir/pids/$1.pid" pid name
+  [[ -f "$pid_file" ]] || return 1
+  read -r pid name <"$pid_file"
+  [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
+  # A zombie or a different program under a reused pid does not count.
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]] || return 1
+  [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == *"$name"* ]]
+}
+
+# wait_healthy NAME SECONDS CMD...: polls CMD until it succeeds; fails naming the
+# component, with the end of its log, if the process dies or the time runs out.
+wait_healthy() {
+  local name=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ! component_alive "$name"; then
+      tail -n 30 "$state_dir/logs/$name.log" >&2 || true
+      die "$name exited during start-up (log: $state_dir/logs/$name.log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$state_dir/logs/$name.log" >&2 || true
+      die "$name did not become healthy within ${seconds}s (log: $state_dir/logs/$name.log)"
+    fi
+    sleep 0.5
+  done
+  say "$name is healthy"
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stops exactly the processes testenv-up started (by their pid files) and removes the state.
+set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+[[ -d "$state_dir" ]] || exit 0
+stopped=()
+shopt -s nullglob
+# Reverse start order: the doubles and the controller manager before the API server and etcd.
+for name in testenv-token-refresher azure-doubles lowkey-vault kube-controller-manager kube-apiserver etcd; do
+  component_alive "$name" || continue
+  read -r pid _ <"$state_dir/pids/$name.pid"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    component_alive "$name" || break
+    sleep 0.25
+  done
+  if component_alive "$name"; then
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  stopped+=("$name")
+done
+rm -rf "$state_dir"
+((${#stopped[@]} == 0)) || say "stopped ${stopped[*]}"

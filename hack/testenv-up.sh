@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Starts the local environment on loopback: etcd, kube-apiserver, kube-controller-manager,
+# the lowkey-vault Key Vault emulator and the Azure test doubles; writes .testenv/env.sh.
+# Idempotent: a healthy environment is left as it is.
+set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+operator_namespace=vaultsync-system
+operator_service_account=vaultsync
+components=(etcd kube-apiserver kube-controller-manager azure-doubles testenv-token-refresher)
+
+if [[ -f "$state_dir/env.sh" ]]; then
+  healthy=true
+  for c in "${components[@]}"; do component_alive "$c" || healthy=false; done
+  # shellcheck source=/dev/null
+  if $healthy && (source "$state_dir/env.sh" && [[ -z "$VAULTSYNC_TEST_EMULATOR_URL" ]] || component_alive lowkey-vault) &&
+    (source "$state_dir/env.sh" && kubectl get --raw /readyz >/dev/null 2>&1); then
+    say "already up ($state_dir/env.sh)"
+    exit 0
+  fi
+  say "a previous environment is partly down; restarting it"
+fi
+"$repo_root/hack/testenv-down.sh"
+
+command -v openssl >/dev/null || die "openssl is not installed"
+command -v python3 >/dev/null || die "python3 is not installed"
+command -v curl >/dev/null || die "curl is not installed"
+
+# --- binaries ---------------------------------------------------------------------------
+bin_dir=$("$repo_root/hack/build-kube.sh") || die "etcd/kube-apiserver/kube-controller-manager/kubectl could not be built (see the message above)"
+say "building the Azure test doubles"
+(cd "$repo_root" && cargo build --quiet -p vaultsync-azure-doubles) || die "azure-doubles could not be built"
+doubles_bin="$repo_root/target/debug/azure-doubles"
+emulator_missing=""
+if ! lowkey_jar=$("$repo_root/hack/fetch-lowkey-vault.sh" 2>"$cache_root/lowkey-fetch.err"); then
+  emulator_missing=$(tail -n 1 "$cache_root/lowkey-fetch.err")
+  lowkey_jar=""
+fi
+export PATH="$bin_dir:$PATH"
+
+mkdir -p "$state_dir"/{pki,pids,logs,etcd-data,apiserver-certs}
+pki="$state_dir/pki"
+
+# --- PKI: one CA for every TLS endpoint and the admin client certificate -----------------
+say "generating the CA and certificates"
+(
+  cd "$pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
+    -subj "/CN=vaultsync-testenv-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  issue() { # issue NAME SUBJECT EXTENSIONS
+    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2"
+    printf '%b' "$3" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -out "$1.crt" -extfile "$1.ext"
+  }
+  issue serving "/CN=localhost" \
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+  issue admin "/O=system:masters/CN=vaultsync-testenv-admin" \
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+  # RS256 service-account signing key, the algorithm Entra accepts for federation.
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
+  openssl pkey -in sa.key -pubout -out sa.pub
+  openssl pkcs12 -export -in serving.crt -inkey serving.key -certfile ca.crt -name lowkey-vault \
+    -out lowkey-vault.p12 -passout pass:testenv
+) >"$state_dir/logs/pki.log" 2>&1 || die "certificate generation failed (log: $state_dir/logs/pki.log)"
+
+read -r etcd_port etcd_peer_port api_port kcm_port identity_port vault_port admin_port lowkey_port lowkey_token_port <<<"$(free_ports 9)"
+api_url="https://127.0.0.1:$api_port"
+kubeconfig="$state_dir/kubeconfig"
+cat >"$kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: $api_url
+    certificate-authority: $pki/ca.crt
+users:
+- name: admin
+  user:
+    client-certificate: $pki/admin.crt
+    client-key: $pki/admin.key
+contexts:
+- name: testenv
+  context: {cluster: testenv, user: admin}
+current-context: testenv
+KUBECONFIG
+export KUBECONFIG="$kubeconfig"
+
+# --- etcd -------------------------------------------------------------------------------
+say "starting etcd $ETCD_VERSION on 127.0.0.1:$etcd_port"
+start_component etcd "$bin_dir/etcd" --name testenv --data-dir "$state_dir/etcd-data" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster "testenv=http://127.0.0.1:$etcd_peer_port" --unsafe-no-fsync --log-level warn
+wait_healthy etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
+
+# --- kube-apiserver ---------------------------------------------------------------------
+say "starting kube-apiserver $KUBERNETES_VERSION on $api_url"
+start_component kube-apiserver "$bin_dir/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --cert-dir "$state_dir/apiserver-certs" --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
+  --client-ca-file "$pki/ca.crt" --authorization-mode RBAC --anonymous-auth=true \
+  --service-account-issuer "$api_url" \
+  --service-account-signing-key-file "$pki/sa.key" --service-account-key-file "$pki/sa.pub" \
+  --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true
+wait_healthy kube-apiserver 120 kubectl get --raw /readyz
+
+# The token endpoint double, like Entra, reads the issuer's discovery document and JWKS
+# without credentials.
+kubectl create clusterrolebinding vaultsync-testenv-oidc-discovery \
+  --clusterrole system:service-account-issuer-discovery --group system:unauthenticated >/dev/null
+
+# --- kube-controller-manager ------------------------------------------------------------
+say "starting kube-controller-manager"
+start_component kube-controller-manager "$bin_dir/kube-controller-manager" \
+  --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$kcm_port" \
+  --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
+  --leader-elect=false --use-service-account-credentials=false \
+  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+  --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+  --controllers '*'
+wait_healthy kube-controller-manager 90 curl -fsS --cacert "$pki/ca.crt" "https://127.0.0.1:$kcm_port/healthz"
+# The ServiceAccount controller running is what makes `default` appear.
+wait_healthy kube-controller-manager 90 kubectl get serviceaccount default -n default
+
+# --- the operator's own identity ---------------------------------------------------------
+kubectl create namespace "$operator_namespace" >/dev/null
+kubectl create serviceaccount "$operator_service_account" -n "$operator_namespace" >/dev/null
+token_file="$state_dir/operator-token"
+start_component testenv-token-refresher "$repo_root/hack/testenv-token-refresher.sh" \
+  "$operator_namespace" "$operator_service_account" "$token_file"
+wait_healthy testenv-token-refresher 30 test -s "$token_file"
+
+# --- lowkey-vault -----------------------------------------------------------------------
+emulator_url=""
+if [[ -n "$lowkey_jar" ]]; then
+  java_bin="$JAVA25_HOME/bin/java"
+  [[ -x "$java_bin" ]] || die "lowkey-vault needs Java 25 at $JAVA25_HOME"
+  say "starting lowkey-vault $LOWKEY_VAULT_VERSION on https://localhost:$lowkey_port"
+  start_component lowkey-vault "$java_bin" -jar "$lowkey_jar" \
+    --server.port="$lowkey_port" --app.token.port="$lowkey_token_port" \
+    --server.ssl.key-store="file:$pki/lowkey-vault.p12" --server.ssl.key-store-type=PKCS12 \
+    --server.ssl.key-store-password=testenv --server.ssl.key-alias=lowkey-vault \
+    --LOWKEY_VAULT_RELAXED_PORTS=true
+  emulator_url="https://localhost:$lowkey_port"
+  # Any HTTP answer (the 401 challenge) means it serves; curl prints 000 until then.
+  wait_healthy lowkey-vault 180 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --cacert '$pki/ca.crt' '$emulator_url/secrets?api-version=7.4') != 000 ]]"
+else
+  say "WARNING: lowkey-vault is not available, the environment runs without a Key Vault emulator"
+  say "WARNING: $emulator_missing"
+fi
+
+# --- Azure test doubles -------------------------------------------------------------------
+tenant_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
+operator_client_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
+identity_header=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+say "starting the Azure test doubles (identity :$identity_port, vault gateway :$vault_port, admin :$admin_port)"
+AZURE_DOUBLES_IDENTITY_HEADER="$identity_header" start_component azure-doubles "$doubles_bin" \
+  --identity-listen "127.0.0.1:$identity_port" --vault-listen "127.0.0.1:$vault_port" --admin-listen "127.0.0.1:$admin_port" \
+  --tls-cert "$pki/serving.crt" --tls-key "$pki/serving.key" --ca-file "$pki/ca.crt" \
+  --issuer "$api_url" --tenant-id "$tenant_id" ${emulator_url:+--upstream "$emulator_url"}
+admin_url="http://127.0.0.1:$admin_port"
+wait_healthy azure-doubles 30 curl -fsS "$admin_url/healthz"
+admin_put() { curl -fsS -X PUT -H 'content-type: application/json' --data "$2" "$admin_url$1" >/dev/null; }
+admin_put "/federated-credentials/$operator_client_id" \
+  "{\"subjects\":[\"system:serviceaccount:$operator_namespace:$operator_service_account\"]}"
+admin_put "/access/$operator_client_id" '{"secrets":["*"]}'
+
+# --- env.sh -----------------------------------------------------------------------------
+cat >"$state_dir/env.sh" <<ENV
+# Written by hack/testenv-up.sh; source it to talk to the local environment.
+export VAULTSYNC_TESTENV_DIR='$state_dir'
+export KUBECONFIG='$kubeconfig'
+export PATH='$bin_dir':"\$PATH"
+export VAULTSYNC_TEST_VAULT_URL='https://127.0.0.1:$vault_port'
+export VAULTSYNC_TEST_EMULATOR_URL='$emulator_url'
+export VAULTSYNC_TEST_EMULATOR_MISSING='${emulator_missing//\'/}'
+export VAULTSYNC_TEST_CA_FILE='$pki/ca.crt'
+export VAULTSYNC_TEST_AZURE_ADMIN_URL='$admin_url'
+export VAULTSYNC_TEST_SA_ISSUER='$api_url'
+export VAULTSYNC_TEST_SA_SIGNING_KEY_FILE='$pki/sa.key'
+export VAULTSYNC_TEST_OPERATOR_NAMESPACE='$operator_namespace'
+export VAULTSYNC_TEST_OPERATOR_SERVICE_ACCOUNT='$operator_service_account'
+export AZURE_AUTHORITY_HOST='https://127.0.0.1:$identity_port'
+export AZURE_TENANT_ID='$tenant_id'
+export AZURE_CLIENT_ID='$operator_client_id'
+export AZURE_FEDERATED_TOKEN_FILE='$token_file'
+export VAULTSYNC_EXTRA_CA_FILE='$pki/ca.crt'
+export VAULTSYNC_SKIP_CHALLENGE_RESOURCE_VERIFICATION=true
+export IDENTITY_ENDPOINT='https://127.0.0.1:$identity_port/msi/token'
+export IDENTITY_HEADER='$identity_header'
+ENV
+say "up: source $state_dir/env.sh"

@@ -1,0 +1,260 @@
+//! What the admin API scripts: federated credentials, managed identities, access grants,
+//! injected faults, and the request counters that tests and benchmarks read back.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Secret names are case-insensitive in Key Vault, so grants and faults compare this form.
+pub fn secret_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    Throttle,
+    Error,
+    Delay,
+    Reset,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    /// A Key Vault secret name, or `*` for every request.
+    pub secret: String,
+    pub kind: FaultKind,
+    /// HTTP status for `throttle` (default 429) and `error` (default 503).
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub retry_after_seconds: Option<u64>,
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// How many requests the fault applies to; absent means until `DELETE /faults`.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+impl Fault {
+    fn matches(&self, secret: Option<&str>) -> bool {
+        self.secret == "*" || secret.is_some_and(|s| secret_key(s) == secret_key(&self.secret))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    All,
+    Secrets(HashSet<String>),
+}
+
+impl Access {
+    pub fn from_names(names: &[String]) -> Self {
+        if names.iter().any(|n| n == "*") {
+            Access::All
+        } else {
+            Access::Secrets(names.iter().map(|n| secret_key(n)).collect())
+        }
+    }
+
+    /// Requests that name no secret (listing) need access to every secret.
+    pub fn allows(&self, secret: Option<&str>) -> bool {
+        match (self, secret) {
+            (Access::All, _) => true,
+            (Access::Secrets(names), Some(s)) => names.contains(&secret_key(s)),
+            (Access::Secrets(_), None) => false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Vault requests reaching the gateway: method -> secret name (`-` for none) -> count.
+    pub vault: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Token requests at the Entra endpoint by client id (granted or refused).
+    pub token_requests: BTreeMap<String, u64>,
+    /// Token requests at the managed identity endpoint by client id.
+    pub managed_identity_requests: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    federated: HashMap<String, HashSet<String>>,
+    managed: HashSet<String>,
+    access: HashMap<String, Access>,
+    faults: Vec<Fault>,
+    stats: Stats,
+}
+
+/// Shared by every listener; each critical section is a few map operations.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain maps behind, still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_federated(&self, client_id: &str, subjects: Vec<String>) {
+        self.lock()
+            .federated
+            .insert(client_id.to_owned(), subjects.into_iter().collect());
+    }
+
+    pub fn remove_federated(&self, client_id: &str) -> bool {
+        self.lock().federated.remove(client_id).is_some()
+    }
+
+    /// `None` when the client id has no federated credential at all.
+    pub fn federated_subject_allowed(&self, client_id: &str, subject: &str) -> Option<bool> {
+        self.lock()
+            .federated
+            .get(client_id)
+            .map(|subjects| subjects.contains(subject))
+    }
+
+    pub fn set_managed(&self, client_id: &str) {
+        self.lock().managed.insert(client_id.to_owned());
+    }
+
+    pub fn remove_managed(&self, client_id: &str) -> bool {
+        self.lock().managed.remove(client_id)
+    }
+
+    pub fn is_managed(&self, client_id: &str) -> bool {
+        self.lock().managed.contains(client_id)
+    }
+
+    pub fn set_access(&self, client_id: &str, access: Access) {
+        self.lock().access.insert(client_id.to_owned(), access);
+    }
+
+    pub fn remove_access(&self, client_id: &str) -> bool {
+        self.lock().access.remove(client_id).is_some()
+    }
+
+    pub fn access_allows(&self, client_id: &str, secret: Option<&str>) -> bool {
+        self.lock()
+            .access
+            .get(client_id)
+            .is_some_and(|a| a.allows(secret))
+    }
+
+    /// A fault for the same secret replaces the earlier one, so parallel tests that use
+    /// distinct secret names do not disturb each other.
+    pub fn add_fault(&self, fault: Fault) {
+        let mut inner = self.lock();
+        let key = secret_key(&fault.secret);
+        inner.faults.retain(|f| secret_key(&f.secret) != key);
+        inner.faults.push(fault);
+    }
+
+    pub fn clear_faults(&self, secret: Option<&str>) {
+        let mut inner = self.lock();
+        match secret {
+            Some(s) => {
+                let key = secret_key(s);
+                inner.faults.retain(|f| secret_key(&f.secret) != key);
+            }
+            None => inner.faults.clear(),
+        }
+    }
+
+    /// Takes one use of the first fault matching this request, dropping it when used up.
+    pub fn take_fault(&self, secret: Option<&str>) -> Option<Fault> {
+        let mut inner = self.lock();
+        let index = inner.faults.iter().position(|f| f.matches(secret))?;
+        let fault = inner.faults[index].clone();
+        match inner.faults[index].count {
+            Some(n) if n <= 1 => {
+                inner.faults.remove(index);
+            }
+            Some(n) => inner.faults[index].count = Some(n - 1),
+            None => {}
+        }
+        Some(fault)
+    }
+
+    pub fn count_vault(&self, method: &str, secret: Option<&str>) {
+        let mut inner = self.lock();
+        let by_secret = inner.stats.vault.entry(method.to_owned()).or_default();
+        *by_secret
+            .entry(secret.unwrap_or("-").to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn count_token(&self, client_id: &str) {
+        *self
+            .lock()
+            .stats
+            .token_requests
+            .entry(client_id.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn count_managed(&self, client_id: &str) {
+        *self
+            .lock()
+            .stats
+            .managed_identity_requests
+            .entry(client_id.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.lock().stats).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(secret: &str, count: Option<u32>) -> Fault {
+        Fault {
+            secret: secret.into(),
+            kind: FaultKind::Throttle,
+            status: None,
+            retry_after_seconds: None,
+            delay_ms: None,
+            count,
+        }
+    }
+
+    #[test]
+    fn counted_fault_is_used_up() {
+        let r = Registry::default();
+        r.add_fault(fault("Db", Some(2)));
+        assert!(r.take_fault(Some("other")).is_none());
+        assert!(r.take_fault(Some("db")).is_some());
+        assert!(r.take_fault(Some("DB")).is_some());
+        assert!(r.take_fault(Some("db")).is_none());
+    }
+
+    #[test]
+    fn uncounted_fault_stays_until_cleared() {
+        let r = Registry::default();
+        r.add_fault(fault("*", None));
+        for _ in 0..5 {
+            assert!(r.take_fault(None).is_some());
+        }
+        r.clear_faults(None);
+        assert!(r.take_fault(Some("x")).is_none());
+    }
+
+    #[test]
+    fn access_by_name_is_case_insensitive_and_excludes_listing() {
+        let a = Access::from_names(&["App-Db".into()]);
+        assert!(a.allows(Some("app-db")));
+        assert!(!a.allows(Some("other")));
+        assert!(!a.allows(None));
+        assert!(Access::from_names(&["*".into()]).allows(None));
+    }
+}
