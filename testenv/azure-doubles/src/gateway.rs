@@ -142,10 +142,10 @@ impl Gateway {
                         "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached".into(),
                         None,
                     );
-                    let retry_after = fault.retry_after_seconds.unwrap_or(1).to_string();
-                    if let Ok(v) = hyper::header::HeaderValue::from_str(&retry_after) {
-                        response.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-                    }
+                    let retry_after = fault.retry_after_seconds.unwrap_or(1);
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::RETRY_AFTER, retry_after.into());
                     return Ok(response);
                 }
                 FaultKind::Error => {
@@ -162,9 +162,9 @@ impl Gateway {
                         None,
                     );
                     if let Some(secs) = fault.retry_after_seconds {
-                        if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
-                            response.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-                        }
+                        response
+                            .headers_mut()
+                            .insert(hyper::header::RETRY_AFTER, secs.into());
                     }
                     return Ok(response);
                 }
