@@ -248,7 +248,6 @@ async fn the_managed_identity_endpoint_serves_registered_client_ids_only() {
         ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
             user_assigned_id: Some(UserAssignedId::ClientId(client_id.clone())),
             client_options: azure_client_options(),
-            ..Default::default()
         }))
         .expect("a managed identity credential")
     };
