@@ -20,6 +20,6 @@ if [[ -n "$VAULTSYNC_TEST_EMULATOR_URL" ]]; then
   cargo test --workspace -- --ignored
 else
   say "WARNING: tests that need the lowkey-vault emulator were NOT run:"
-  cargo test --workspace -- --ignored --list 2>/dev/null | grep ': test$' | sed 's/^/testenv:   /' >&2 || true
+  cargo test --workspace -- --ignored --list 2>/dev/null | sed -n 's/: test$//p' | sed 's/^/testenv:   /' >&2 || true
   say "WARNING: reason: ${VAULTSYNC_TEST_EMULATOR_MISSING:-unknown}"
 fi

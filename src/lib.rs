@@ -1,2 +1,6 @@
 //! vaultsync: keeps Kubernetes Secrets in sync with Azure Key Vault secrets.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crd;
+pub mod source;

@@ -1,0 +1,208 @@
+//! `VaultSecret` (`vaultsync.io/v1alpha1`): the API contract. These types are the source
+//! of truth; `vaultsync crd` prints the CRD generated from them, with the schema and CEL
+//! rules that refuse bad specs at admission.
+
+mod reason;
+
+pub use reason::Reason;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Label on every Secret the operator writes.
+pub const MANAGED_BY_LABEL: &str = "vaultsync.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "vaultsync";
+/// Annotation naming the VaultSecret (`namespace/name`) a Secret is synced from.
+pub const SOURCE_ANNOTATION: &str = "vaultsync.io/source";
+/// Annotation holding the hash of the data as written, so drift is seen without Key Vault.
+pub const DATA_HASH_ANNOTATION: &str = "vaultsync.io/data-hash";
+/// The condition type that says whether the Secret holds every key of this generation.
+pub const READY: &str = "Ready";
+
+/// Syncs secrets from Azure Key Vault into a Kubernetes Secret of the same namespace,
+/// keeps it current when Key Vault rotates them, and repairs it when it is edited.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vaultsync.io",
+    version = "v1alpha1",
+    kind = "VaultSecret",
+    namespaced,
+    status = "VaultSecretStatus",
+    shortname = "vsec",
+    category = "vaultsync",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultSecretSpec {
+    /// URL of the Key Vault, e.g. `https://my-vault.vault.azure.net`. HTTPS only.
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''").message("vaultUrl must be an https:// URL with a host, e.g. https://my-vault.vault.azure.net"))]
+    #[schemars(length(max = 2048))]
+    pub vault_url: String,
+
+    /// The identity that reads Key Vault. Omitted: the operator's own identity (which an
+    /// operator flag may forbid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
+
+    /// How often Key Vault is read again: a duration such as `30s`, `15m`, `1h` or `1h30m`;
+    /// at least `10s`, or `0s` to sync once. Default `1h`.
+    #[serde(default = "default_refresh_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) == duration('0s') || duration(self) >= duration('10s')").message("refreshInterval must be at least 10s, or 0s to sync once"))]
+    pub refresh_interval: String,
+
+    /// `true` stops every Key Vault call and every write; the Secret is left as it is.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// One entry per key of the Kubernetes Secret.
+    #[schemars(length(min = 1, max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub data: Vec<DataEntry>,
+
+    /// The Kubernetes Secret to write.
+    #[serde(default)]
+    pub target: TargetSpec,
+}
+
+pub fn default_refresh_interval() -> String {
+    "1h".to_owned()
+}
+
+/// Who reads Key Vault: exactly one of the two fields.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.serviceAccountName) != has(self.managedIdentityClientId)").message("identity: set exactly one of serviceAccountName and managedIdentityClientId"))]
+pub struct IdentitySpec {
+    /// A ServiceAccount of this VaultSecret's namespace, federated with an Entra
+    /// identity (workload identity); client and tenant id come from its annotations
+    /// `azure.workload.identity/client-id` and `azure.workload.identity/tenant-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Client id of a user-assigned managed identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub managed_identity_client_id: Option<String>,
+}
+
+/// One key of the Secret and where its value comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataEntry {
+    /// Key in the Kubernetes Secret's data (letters, digits, `-`, `_`, `.`).
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    pub key: String,
+    /// The Key Vault secret.
+    pub remote_ref: RemoteRef,
+}
+
+/// A Key Vault secret, optionally one version of it and one field of its JSON value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRef {
+    /// Key Vault secret name: 1-127 letters, digits and `-`.
+    #[schemars(regex(pattern = r"^[0-9a-zA-Z-]{1,127}$"))]
+    pub name: String,
+    /// A pinned version (32 lowercase hex characters). Pinned versions are immutable, so
+    /// they are not read again once synced. Empty or omitted: the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9a-f]{32})?$"))]
+    pub version: Option<String>,
+    /// Take this top-level field of a JSON object value instead of the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub property: Option<String>,
+    /// How the value is encoded in Key Vault: `None` (as is) or `Base64` (decoded first).
+    #[serde(default)]
+    pub decoding: Decoding,
+}
+
+impl RemoteRef {
+    /// The pinned version, treating `""` like absent.
+    pub fn pinned_version(&self) -> Option<&str> {
+        self.version.as_deref().filter(|v| !v.is_empty())
+    }
+}
+
+/// How a Key Vault value is decoded before it is written.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Decoding {
+    #[default]
+    None,
+    Base64,
+}
+
+/// The Kubernetes Secret the operator writes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the Secret. Default: the VaultSecret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    pub name: Option<String>,
+    /// Secret type, e.g. `Opaque` (default) or `kubernetes.io/tls`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub type_: Option<String>,
+    /// Labels copied onto the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `Owner` (default): the Secret is owned by this VaultSecret and deleted with it; an
+    /// existing Secret it does not own is never touched. `Merge`: only this VaultSecret's
+    /// keys are written into the Secret, which survives the VaultSecret. `Orphan`: the
+    /// Secret is written without an owner and survives the VaultSecret.
+    #[serde(default)]
+    pub creation_policy: CreationPolicy,
+}
+
+/// Who owns the Secret; see `target.creationPolicy`.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CreationPolicy {
+    #[default]
+    Owner,
+    Merge,
+    Orphan,
+}
+
+/// What the operator last observed and did.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultSecretStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: True only when the Secret holds every key, as of `observedGeneration`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The Secret written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The last successful read of Key Vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// Key Vault version id per Secret key (never values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub synced_versions: BTreeMap<String, String>,
+}
+
+impl VaultSecret {
+    /// The Secret this VaultSecret writes.
+    pub fn target_name(&self) -> String {
+        self.spec.target.name.clone().unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
+    }
+}
