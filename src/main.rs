@@ -1,8 +1,21 @@
 //! The `vaultsync` binary: flag parsing and wiring only; the logic lives in the library.
-use clap::{Parser, Subcommand};
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use vaultsync::controller::{self, ControllerConfig};
+use vaultsync::source::{KeyVaultOptions, KeyVaultSource};
+use vaultsync::telemetry::{self, LogFormat, Metrics, Readiness};
 
 #[derive(Debug, Parser)]
-#[command(name = "vaultsync", version, about = "Syncs Azure Key Vault secrets into Kubernetes Secrets")]
+#[command(
+    name = "vaultsync",
+    version,
+    about = "Syncs Azure Key Vault secrets into Kubernetes Secrets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,11 +25,121 @@ struct Cli {
 enum Command {
     /// Print the VaultSecret CustomResourceDefinition as YAML.
     Crd,
+    /// Run the operator.
+    Run(RunArgs),
+}
+
+/// Every flag can also be set as `VAULTSYNC_<FLAG>` (upper case, `-` as `_`).
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Kubeconfig to use; default: KUBECONFIG, ~/.kube/config, or the in-cluster config.
+    #[arg(long, env = "VAULTSYNC_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespaces to watch, comma-separated; default: all namespaces.
+    #[arg(long, env = "VAULTSYNC_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// VaultSecrets reconciled at the same time.
+    #[arg(long, env = "VAULTSYNC_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// PEM file of extra CA certificates trusted for Key Vault and token endpoints.
+    #[arg(long, env = "VAULTSYNC_EXTRA_CA_FILE")]
+    extra_ca_file: Option<PathBuf>,
+    /// Skip checking that Key Vault's authentication challenge names the vault's own
+    /// domain. Only for emulators on localhost; never in production.
+    #[arg(long, env = "VAULTSYNC_SKIP_CHALLENGE_RESOURCE_VERIFICATION", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    skip_challenge_resource_verification: bool,
+    /// Whether VaultSecrets without spec.identity may read Key Vault with the operator's
+    /// own identity. Switch off on shared clusters.
+    #[arg(long, env = "VAULTSYNC_ALLOW_OPERATOR_IDENTITY", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    allow_operator_identity: bool,
+    /// Key Vault REST API version.
+    #[arg(long, env = "VAULTSYNC_KEY_VAULT_API_VERSION", default_value = "7.6")]
+    key_vault_api_version: String,
+    /// Key Vault requests per second per vault (Key Vault allows about 400 secret reads/s).
+    #[arg(
+        long,
+        env = "VAULTSYNC_VAULT_REQUESTS_PER_SECOND",
+        default_value_t = 100.0
+    )]
+    vault_requests_per_second: f64,
+    /// Timeout of one Key Vault or token request, in seconds.
+    #[arg(long, env = "VAULTSYNC_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    request_timeout_seconds: u64,
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(long, env = "VAULTSYNC_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    health_addr: SocketAddr,
+    #[arg(long, env = "VAULTSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", vaultsync::crd::crd_yaml()?),
+        Command::Crd => {
+            print!("{}", vaultsync::crd::crd_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(args)),
     }
-    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init_logging(args.log_format);
+    // The Azure crates and kube both use rustls; one process-wide provider avoids the
+    // "could not determine the process-level CryptoProvider" panic.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if args.skip_challenge_resource_verification {
+        tracing::warn!(
+            "Key Vault challenge-resource verification is OFF (--skip-challenge-resource-verification): use this only with an emulator, never in production"
+        );
+    }
+    let extra_ca_pem = match &args.extra_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("read --extra-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let source = KeyVaultSource::new(KeyVaultOptions {
+        extra_ca_pem,
+        verify_challenge_resource: !args.skip_challenge_resource_verification,
+        api_version: args.key_vault_api_version.clone(),
+        requests_per_second_per_vault: args.vault_requests_per_second,
+        request_timeout: Duration::from_secs(args.request_timeout_seconds),
+    })?;
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read --kubeconfig {}", path.display()))?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            kube::Client::try_from(config)?
+        }
+        None => kube::Client::try_default()
+            .await
+            .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    let health = tokio::spawn(telemetry::serve_health(
+        args.health_addr,
+        metrics.clone(),
+        readiness.clone(),
+    ));
+    let config = ControllerConfig {
+        namespaces: args.namespaces,
+        concurrency: args.concurrency.max(1),
+        allow_operator_identity: args.allow_operator_identity,
+    };
+    tracing::info!(namespaces = ?config.namespaces, concurrency = config.concurrency, allow_operator_identity = config.allow_operator_identity, "starting vaultsync");
+    tokio::select! {
+        result = controller::run(client, Arc::new(source), metrics, readiness, config) => result,
+        result = health => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.context("health server")),
+            Err(e) => Err(anyhow::anyhow!("health server task: {e}")),
+        },
+    }
 }

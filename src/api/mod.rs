@@ -23,6 +23,8 @@ pub const READY: &str = "Ready";
 
 /// Syncs secrets from Azure Key Vault into a Kubernetes Secret of the same namespace,
 /// keeps it current when Key Vault rotates them, and repairs it when it is edited.
+// clippy reads the repeated `printcolumn(type_ = ..)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "vaultsync.io",
@@ -32,11 +34,24 @@ pub const READY: &str = "Ready";
     status = "VaultSecretStatus",
     shortname = "vsec",
     category = "vaultsync",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    doc = "A VaultSecret syncs Azure Key Vault secrets into a Kubernetes Secret and keeps it current.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VaultSecretSpec {
@@ -84,12 +99,17 @@ pub struct IdentitySpec {
     /// identity (workload identity); client and tenant id come from its annotations
     /// `azure.workload.identity/client-id` and `azure.workload.identity/tenant-id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
     pub service_account_name: Option<String>,
 
     /// Client id of a user-assigned managed identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub managed_identity_client_id: Option<String>,
 }
 
@@ -133,7 +153,9 @@ impl RemoteRef {
 }
 
 /// How a Key Vault value is decoded before it is written.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum Decoding {
     #[default]
     None,
@@ -146,7 +168,10 @@ pub enum Decoding {
 pub struct TargetSpec {
     /// Name of the Secret. Default: the VaultSecret's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
     pub name: Option<String>,
     /// Secret type, e.g. `Opaque` (default) or `kubernetes.io/tls`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -167,7 +192,9 @@ pub struct TargetSpec {
 }
 
 /// Who owns the Secret; see `target.creationPolicy`.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum CreationPolicy {
     #[default]
     Owner,
@@ -199,10 +226,18 @@ pub struct VaultSecretStatus {
 impl VaultSecret {
     /// The Secret this VaultSecret writes.
     pub fn target_name(&self) -> String {
-        self.spec.target.name.clone().unwrap_or_else(|| kube::ResourceExt::name_any(self))
+        self.spec
+            .target
+            .name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
     }
 
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
     }
 }

@@ -61,7 +61,10 @@ impl Reason {
     /// Transient failures may pass by themselves; the rest wait for a change of the spec,
     /// of Key Vault or of access rights, and are retried more slowly.
     pub fn is_transient(self) -> bool {
-        matches!(self, Reason::Throttled | Reason::VaultUnreachable | Reason::IdentityError)
+        matches!(
+            self,
+            Reason::Throttled | Reason::VaultUnreachable | Reason::IdentityError
+        )
     }
 }
 

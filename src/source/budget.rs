@@ -22,7 +22,15 @@ impl VaultBudget {
     pub fn new(per_second: f64) -> Self {
         let per_second = per_second.max(0.1);
         let burst = per_second.max(1.0);
-        Self { per_second, burst, state: Mutex::new(State { tokens: burst, updated: Instant::now(), paused_until: None }) }
+        Self {
+            per_second,
+            burst,
+            state: Mutex::new(State {
+                tokens: burst,
+                updated: Instant::now(),
+                paused_until: None,
+            }),
+        }
     }
 
     /// How long the caller must wait before it may send; takes the token if zero.
@@ -83,6 +91,9 @@ mod tests {
         let b = VaultBudget::new(100.0);
         b.pause_for(Duration::from_secs(3));
         let wait = b.reserve(Instant::now());
-        assert!(wait > Duration::from_secs(2) && wait <= Duration::from_secs(3), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(2) && wait <= Duration::from_secs(3),
+            "{wait:?}"
+        );
     }
 }

@@ -8,25 +8,53 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum SourceError {
     #[error("Key Vault secret '{name}' was not found in {vault}{}", request_id_suffix(.request_id))]
-    NotFound { vault: String, name: String, request_id: Option<String> },
+    NotFound {
+        vault: String,
+        name: String,
+        request_id: Option<String>,
+    },
     #[error("Key Vault secret '{name}' in {vault} is disabled{}", request_id_suffix(.request_id))]
-    Disabled { vault: String, name: String, request_id: Option<String> },
+    Disabled {
+        vault: String,
+        name: String,
+        request_id: Option<String>,
+    },
     #[error("identity {identity} may not read Key Vault secret '{name}' in {vault}: {detail}{}", request_id_suffix(.request_id))]
-    AccessDenied { vault: String, name: String, identity: String, detail: String, request_id: Option<String> },
+    AccessDenied {
+        vault: String,
+        name: String,
+        identity: String,
+        detail: String,
+        request_id: Option<String>,
+    },
     #[error("Key Vault {vault} throttled the read of '{name}'{}{}", retry_after_suffix(.retry_after), request_id_suffix(.request_id))]
-    Throttled { vault: String, name: String, retry_after: Option<Duration>, request_id: Option<String> },
+    Throttled {
+        vault: String,
+        name: String,
+        retry_after: Option<Duration>,
+        request_id: Option<String>,
+    },
     #[error("Key Vault {vault} could not be reached for '{name}': {detail}")]
-    Unreachable { vault: String, name: String, detail: String },
+    Unreachable {
+        vault: String,
+        name: String,
+        detail: String,
+    },
     #[error("identity {identity} could not get a Key Vault token: {detail}")]
     Identity { identity: String, detail: String },
 }
 
 fn request_id_suffix(request_id: &Option<String>) -> String {
-    request_id.as_ref().map(|id| format!(" (request id {id})")).unwrap_or_default()
+    request_id
+        .as_ref()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default()
 }
 
 fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
-    retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default()
+    retry_after
+        .map(|d| format!("; retry after {}s", d.as_secs()))
+        .unwrap_or_default()
 }
 
 impl SourceError {
@@ -66,21 +94,46 @@ pub enum HttpFailure {
 pub fn classify(status: u16, body: &[u8], retry_after: Option<&str>) -> HttpFailure {
     let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let code = parsed["error"]["code"].as_str().unwrap_or_default();
-    let inner = parsed["error"]["innererror"]["code"].as_str().unwrap_or_default();
+    let inner = parsed["error"]["innererror"]["code"]
+        .as_str()
+        .unwrap_or_default();
     let message = parsed["error"]["message"].as_str().unwrap_or_default();
     let first_line = message.lines().next().unwrap_or_default().trim().to_owned();
     match status {
         404 => HttpFailure::NotFound,
-        403 if inner.eq_ignore_ascii_case("SecretDisabled") || message.to_ascii_lowercase().contains("disabled secret") => {
+        403 if inner.eq_ignore_ascii_case("SecretDisabled")
+            || message.to_ascii_lowercase().contains("disabled secret") =>
+        {
             HttpFailure::Disabled
         }
         401 | 403 => {
-            let what = [code, inner].iter().filter(|c| !c.is_empty()).copied().collect::<Vec<_>>().join("/");
-            let what = if what.is_empty() { status.to_string() } else { what };
-            HttpFailure::Denied(if first_line.is_empty() { what } else { format!("{what}: {first_line}") })
+            let what = [code, inner]
+                .iter()
+                .filter(|c| !c.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            let what = if what.is_empty() {
+                status.to_string()
+            } else {
+                what
+            };
+            HttpFailure::Denied(if first_line.is_empty() {
+                what
+            } else {
+                format!("{what}: {first_line}")
+            })
         }
-        429 => HttpFailure::Throttled(retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs)),
-        _ => HttpFailure::Unavailable(if first_line.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status} {code}: {first_line}") }),
+        429 => HttpFailure::Throttled(
+            retry_after
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+        ),
+        _ => HttpFailure::Unavailable(if first_line.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status} {code}: {first_line}")
+        }),
     }
 }
 
@@ -97,11 +150,26 @@ mod tests {
         );
         let disabled = br#"{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}"#;
         assert_eq!(classify(403, disabled, None), HttpFailure::Disabled);
-        assert_eq!(classify(404, br#"{"error":{"code":"SecretNotFound"}}"#, None), HttpFailure::NotFound);
-        assert_eq!(classify(429, b"", Some("7")), HttpFailure::Throttled(Some(Duration::from_secs(7))));
-        assert_eq!(classify(429, b"", Some("soon")), HttpFailure::Throttled(None));
-        assert_eq!(classify(503, b"", None), HttpFailure::Unavailable("HTTP 503".into()));
-        assert_eq!(classify(401, b"not json", None), HttpFailure::Denied("401".into()));
+        assert_eq!(
+            classify(404, br#"{"error":{"code":"SecretNotFound"}}"#, None),
+            HttpFailure::NotFound
+        );
+        assert_eq!(
+            classify(429, b"", Some("7")),
+            HttpFailure::Throttled(Some(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            classify(429, b"", Some("soon")),
+            HttpFailure::Throttled(None)
+        );
+        assert_eq!(
+            classify(503, b"", None),
+            HttpFailure::Unavailable("HTTP 503".into())
+        );
+        assert_eq!(
+            classify(401, b"not json", None),
+            HttpFailure::Denied("401".into())
+        );
     }
 
     #[test]
@@ -112,7 +180,10 @@ mod tests {
             retry_after: Some(Duration::from_secs(2)),
             request_id: Some("rid-1".into()),
         };
-        assert_eq!(e.to_string(), "Key Vault https://v.vault.azure.net throttled the read of 'db'; retry after 2s (request id rid-1)");
+        assert_eq!(
+            e.to_string(),
+            "Key Vault https://v.vault.azure.net throttled the read of 'db'; retry after 2s (request id rid-1)"
+        );
         assert_eq!(e.reason(), Reason::Throttled);
     }
 }

@@ -7,7 +7,7 @@ mod error;
 pub mod identity;
 mod value;
 
-pub use error::{classify, HttpFailure, SourceError};
+pub use error::{HttpFailure, SourceError, classify};
 pub use identity::IdentityRef;
 pub use value::SecretBytes;
 
@@ -91,9 +91,12 @@ impl KeyVaultSource {
             retry: RetryOptions::none(),
             ..Default::default()
         };
-        let operator = identity::operator_credential(client_options.clone()).map_err(|e| e.to_string());
+        let operator =
+            identity::operator_credential(client_options.clone()).map_err(|e| e.to_string());
         match &operator {
-            Ok((_, described)) => tracing::info!(identity = %described, "operator identity configured"),
+            Ok((_, described)) => {
+                tracing::info!(identity = %described, "operator identity configured")
+            }
             Err(e) => tracing::warn!(error = %e, "no operator identity available"),
         }
         Ok(Arc::new(Self {
@@ -108,27 +111,44 @@ impl KeyVaultSource {
 
     fn credential(&self, identity: &IdentityRef) -> Result<Arc<dyn TokenCredential>, SourceError> {
         match identity {
-            IdentityRef::Operator => self.operator.as_ref().map(|(c, _)| c.clone()).map_err(|e| SourceError::Identity {
-                identity: identity.to_string(),
-                detail: e.clone(),
-            }),
-            IdentityRef::ManagedIdentity { client_id } => azure_identity::ManagedIdentityCredential::new(Some(
-                azure_identity::ManagedIdentityCredentialOptions {
-                    user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(client_id.clone())),
-                    client_options: self.client_options.clone(),
-                    ..Default::default()
-                },
-            ))
-            .map(|c| c as Arc<dyn TokenCredential>)
-            .map_err(|e| SourceError::Identity { identity: identity.to_string(), detail: e.to_string() }),
+            IdentityRef::Operator => {
+                self.operator
+                    .as_ref()
+                    .map(|(c, _)| c.clone())
+                    .map_err(|e| SourceError::Identity {
+                        identity: identity.to_string(),
+                        detail: e.clone(),
+                    })
+            }
+            IdentityRef::ManagedIdentity { client_id } => {
+                azure_identity::ManagedIdentityCredential::new(Some(
+                    azure_identity::ManagedIdentityCredentialOptions {
+                        user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(
+                            client_id.clone(),
+                        )),
+                        client_options: self.client_options.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .map(|c| c as Arc<dyn TokenCredential>)
+                .map_err(|e| SourceError::Identity {
+                    identity: identity.to_string(),
+                    detail: e.to_string(),
+                })
+            }
             IdentityRef::ServiceAccount { .. } => Err(SourceError::Identity {
                 identity: identity.to_string(),
-                detail: "ServiceAccount identities are not supported by this version of vaultsync".into(),
+                detail: "ServiceAccount identities are not supported by this version of vaultsync"
+                    .into(),
             }),
         }
     }
 
-    fn client(&self, vault_url: &str, identity: &IdentityRef) -> Result<Arc<SecretClient>, SourceError> {
+    fn client(
+        &self,
+        vault_url: &str,
+        identity: &IdentityRef,
+    ) -> Result<Arc<SecretClient>, SourceError> {
         let key = (vault_url.to_owned(), identity.clone());
         if let Some(client) = lock(&self.clients).get(&key) {
             return Ok(client.clone());
@@ -143,7 +163,11 @@ impl KeyVaultSource {
                 verify_challenge_resource: Some(self.options.verify_challenge_resource),
             }),
         )
-        .map_err(|e| SourceError::Unreachable { vault: vault_url.to_owned(), name: String::new(), detail: e.to_string() })?;
+        .map_err(|e| SourceError::Unreachable {
+            vault: vault_url.to_owned(),
+            name: String::new(),
+            detail: e.to_string(),
+        })?;
         let client = Arc::new(client);
         lock(&self.clients).entry(key).or_insert(client.clone());
         Ok(client)
@@ -152,15 +176,23 @@ impl KeyVaultSource {
     fn budget(&self, vault_url: &str) -> Arc<VaultBudget> {
         lock(&self.budgets)
             .entry(vault_url.to_owned())
-            .or_insert_with(|| Arc::new(VaultBudget::new(self.options.requests_per_second_per_vault)))
+            .or_insert_with(|| {
+                Arc::new(VaultBudget::new(self.options.requests_per_second_per_vault))
+            })
             .clone()
     }
 
-    async fn read(self: Arc<Self>, request: SecretRequest) -> Result<Arc<FetchedSecret>, SourceError> {
+    async fn read(
+        self: Arc<Self>,
+        request: SecretRequest,
+    ) -> Result<Arc<FetchedSecret>, SourceError> {
         let client = self.client(&request.vault_url, &request.identity)?;
         let budget = self.budget(&request.vault_url);
         budget.acquire().await;
-        let options = SecretClientGetSecretOptions { secret_version: request.version.clone(), ..Default::default() };
+        let options = SecretClientGetSecretOptions {
+            secret_version: request.version.clone(),
+            ..Default::default()
+        };
         let result = client.get_secret(&request.name, Some(options)).await;
         let response = match result {
             Ok(response) => response,
@@ -172,12 +204,19 @@ impl KeyVaultSource {
                 return Err(failure);
             }
         };
-        let secret = response.into_model().map_err(|e| SourceError::Unreachable {
-            vault: request.vault_url.clone(),
-            name: request.name.clone(),
-            detail: format!("unreadable answer: {e}"),
-        })?;
-        let version = secret.id.as_deref().and_then(|id| id.trim_end_matches('/').rsplit('/').next()).unwrap_or_default().to_owned();
+        let secret = response
+            .into_model()
+            .map_err(|e| SourceError::Unreachable {
+                vault: request.vault_url.clone(),
+                name: request.name.clone(),
+                detail: format!("unreadable answer: {e}"),
+            })?;
+        let version = secret
+            .id
+            .as_deref()
+            .and_then(|id| id.trim_end_matches('/').rsplit('/').next())
+            .unwrap_or_default()
+            .to_owned();
         let attributes = secret.attributes.clone().unwrap_or_default();
         Ok(Arc::new(FetchedSecret {
             value: SecretBytes::from_string(secret.value.unwrap_or_default()),
@@ -194,35 +233,71 @@ fn to_source_error(request: &SecretRequest, err: &azure_core::Error) -> SourceEr
     let vault = request.vault_url.clone();
     let name = request.name.clone();
     match err.kind() {
-        azure_core::error::ErrorKind::HttpResponse { status, raw_response, .. } => {
+        azure_core::error::ErrorKind::HttpResponse {
+            status,
+            raw_response,
+            ..
+        } => {
             let (body, retry_after, request_id) = match raw_response {
                 Some(raw) => (
                     raw.body().to_vec(),
-                    raw.headers().get_optional_string(&azure_core::http::headers::RETRY_AFTER),
-                    raw.headers().get_optional_string(&azure_core::http::headers::HeaderName::from_static("x-ms-request-id")),
+                    raw.headers()
+                        .get_optional_string(&azure_core::http::headers::RETRY_AFTER),
+                    raw.headers().get_optional_string(
+                        &azure_core::http::headers::HeaderName::from_static("x-ms-request-id"),
+                    ),
                 ),
                 None => (Vec::new(), None, None),
             };
             match classify(u16::from(*status), &body, retry_after.as_deref()) {
-                HttpFailure::NotFound => SourceError::NotFound { vault, name, request_id },
-                HttpFailure::Disabled => SourceError::Disabled { vault, name, request_id },
-                HttpFailure::Denied(detail) => {
-                    SourceError::AccessDenied { vault, name, identity: request.identity.to_string(), detail, request_id }
-                }
-                HttpFailure::Throttled(retry_after) => SourceError::Throttled { vault, name, retry_after, request_id },
-                HttpFailure::Unavailable(detail) => SourceError::Unreachable { vault, name, detail },
+                HttpFailure::NotFound => SourceError::NotFound {
+                    vault,
+                    name,
+                    request_id,
+                },
+                HttpFailure::Disabled => SourceError::Disabled {
+                    vault,
+                    name,
+                    request_id,
+                },
+                HttpFailure::Denied(detail) => SourceError::AccessDenied {
+                    vault,
+                    name,
+                    identity: request.identity.to_string(),
+                    detail,
+                    request_id,
+                },
+                HttpFailure::Throttled(retry_after) => SourceError::Throttled {
+                    vault,
+                    name,
+                    retry_after,
+                    request_id,
+                },
+                HttpFailure::Unavailable(detail) => SourceError::Unreachable {
+                    vault,
+                    name,
+                    detail,
+                },
             }
         }
         // The credential failed before Key Vault was asked.
-        azure_core::error::ErrorKind::Credential => {
-            SourceError::Identity { identity: request.identity.to_string(), detail: err.to_string() }
-        }
+        azure_core::error::ErrorKind::Credential => SourceError::Identity {
+            identity: request.identity.to_string(),
+            detail: err.to_string(),
+        },
         _ => {
             let text = err.to_string();
             if text.contains("authenticat") || text.contains("token") {
-                SourceError::Identity { identity: request.identity.to_string(), detail: text }
+                SourceError::Identity {
+                    identity: request.identity.to_string(),
+                    detail: text,
+                }
             } else {
-                SourceError::Unreachable { vault, name, detail: text }
+                SourceError::Unreachable {
+                    vault,
+                    name,
+                    detail: text,
+                }
             }
         }
     }

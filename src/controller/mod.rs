@@ -1,0 +1,698 @@
+//! The sync controller: watches VaultSecrets and the Secrets they write, decides with the
+//! pure functions of [`decide`] and [`target`], reads Key Vault through a
+//! [`SecretSource`], and applies with server-side apply under one field manager.
+
+pub mod decide;
+pub mod target;
+
+use crate::api::{
+    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason, SOURCE_ANNOTATION, VaultSecret,
+    VaultSecretStatus,
+};
+use crate::source::{
+    FetchedSecret, IdentityRef, SecretBytes, SecretRequest, SecretSource, SourceError,
+};
+use crate::telemetry::{Metrics, Readiness, ReasonLabels};
+use decide::{ReadCause, ReadPlan};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use target::SecretState;
+
+/// How the controller runs; set from `vaultsync run` flags.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    pub concurrency: u16,
+    /// Whether a VaultSecret without `spec.identity` may use the operator's own identity.
+    pub allow_operator_identity: bool,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub source: Arc<dyn SecretSource>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub allow_operator_identity: bool,
+}
+
+/// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
+/// in status instead and are not errors of the reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("VaultSecret has no namespace")]
+    NoNamespace,
+}
+
+/// A failure to report: the reason, an actionable message, and when Key Vault asked to be
+/// called again.
+#[derive(Debug, Clone)]
+struct Failure {
+    reason: Reason,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Fails with a clear hint when the CRD is not installed, instead of watching nothing.
+pub async fn ensure_crd_installed(
+    client: &Client,
+    config: &ControllerConfig,
+) -> anyhow::Result<()> {
+    let api: Api<VaultSecret> = match config.namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+            "the VaultSecret CRD (vaultsecrets.vaultsync.io) is not installed in this cluster; install it with `kubectl apply -f crds/vaultsecret.yaml` (or `vaultsync crd | kubectl apply -f -`)"
+        ),
+        Err(e) => Err(anyhow::anyhow!("cannot list VaultSecrets: {e}")),
+    }
+}
+
+pub async fn run(
+    client: Client,
+    source: Arc<dyn SecretSource>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    config: ControllerConfig,
+) -> anyhow::Result<()> {
+    ensure_crd_installed(&client, &config).await?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "vaultsync".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        source,
+        recorder,
+        metrics,
+        allow_operator_identity: config.allow_operator_identity,
+    });
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+
+    let mut controllers = Vec::new();
+    let mut stores = Vec::new();
+    for scope in scopes {
+        let (vsecs, secrets): (Api<VaultSecret>, Api<PartialObjectMeta<Secret>>) = match &scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        // Only the Secrets this operator marked, and only their metadata (an
+        // `Api<PartialObjectMeta<_>>` watch is metadata-only): no Secret value is cached.
+        let managed =
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let controller = Controller::new(vsecs, watcher::Config::default())
+            .with_config(RuntimeConfig::default().concurrency(config.concurrency))
+            .watches(secrets, managed, secret_to_vault_secret)
+            .shutdown_on_signal();
+        stores.push(controller.store());
+        controllers.push(
+            controller
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "reconcile loop event");
+                    }
+                })
+                .boxed(),
+        );
+    }
+    tokio::spawn(async move {
+        for store in stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        readiness.set_ready();
+        tracing::info!("watch caches synced; ready");
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}
+
+fn secret_to_vault_secret(secret: PartialObjectMeta<Secret>) -> Option<ObjectRef<VaultSecret>> {
+    let source = secret.annotations().get(SOURCE_ANNOTATION)?;
+    let (namespace, name) = source.split_once('/')?;
+    // A Secret can only name a VaultSecret of its own namespace.
+    (secret.namespace().as_deref() == Some(namespace))
+        .then(|| ObjectRef::new(name).within(namespace))
+}
+
+fn error_policy(vsec: Arc<VaultSecret>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(vaultsecret = %format!("{}/{}", vsec.namespace().unwrap_or_default(), vsec.name_any()), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+#[tracing::instrument(skip_all, fields(namespace = %vsec.namespace().unwrap_or_default(), name = %vsec.name_any()))]
+async fn reconcile(vsec: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&vsec, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        Metrics::count(&ctx.metrics.reconciliations, "error");
+    }
+    result
+}
+
+async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Error> {
+    if vsec.meta().deletion_timestamp.is_some() {
+        // Owned Secrets go with the VaultSecret through garbage collection; Merge and
+        // Orphan Secrets stay by contract.
+        return Ok(Action::await_change());
+    }
+    let namespace = vsec.namespace().ok_or(Error::NoNamespace)?;
+    let now = Timestamp::now();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let status = vsec.status.clone().unwrap_or_default();
+    let target_name = vsec.target_name();
+
+    if let Some(old) = status
+        .secret_name
+        .as_ref()
+        .filter(|old| **old != target_name)
+    {
+        remove_old_target(&secrets, old, vsec).await?;
+    }
+
+    if vsec.spec.suspend {
+        let message =
+            "suspended: no Key Vault reads and no Secret writes until spec.suspend is false";
+        write_failure_status(
+            vsec,
+            ctx,
+            &status,
+            Failure::new(Reason::Suspended, message),
+            now,
+            false,
+        )
+        .await?;
+        Metrics::count(&ctx.metrics.reconciliations, "suspended");
+        return Ok(Action::await_change());
+    }
+
+    let interval = match decide::parse_interval(&vsec.spec.refresh_interval) {
+        Ok(interval) => interval,
+        Err(message) => {
+            return fail(
+                vsec,
+                ctx,
+                &status,
+                Failure::new(Reason::InvalidSpec, message),
+                now,
+            )
+            .await;
+        }
+    };
+    let identity = match identity_for(vsec, &namespace, ctx.allow_operator_identity) {
+        Ok(identity) => identity,
+        Err(failure) => return fail(vsec, ctx, &status, failure, now).await,
+    };
+
+    let existing = secrets.get_opt(&target_name).await?;
+    if let Err(message) = target::ensure_not_foreign(existing.as_ref().map(|s| &s.metadata), vsec) {
+        return fail(
+            vsec,
+            ctx,
+            &status,
+            Failure::new(Reason::OwnershipConflict, message),
+            now,
+        )
+        .await;
+    }
+    let state = target::secret_state(existing.as_ref(), vsec);
+    let synced_this_generation = vsec
+        .ready_condition()
+        .is_some_and(|c| c.status == "True" && c.observed_generation == vsec.meta().generation)
+        && status.secret_name.as_deref() == Some(target_name.as_str());
+    let all_pinned_and_synced = vsec.spec.data.iter().all(|entry| {
+        entry
+            .remote_ref
+            .pinned_version()
+            .is_some_and(|v| status.synced_versions.get(&entry.key).map(String::as_str) == Some(v))
+    });
+    let uid = vsec.uid().unwrap_or_default();
+    let plan = decide::plan_read(&decide::PlanInput {
+        synced_this_generation,
+        drift: matches!(state, SecretState::Missing | SecretState::DataDrifted),
+        last_sync: status.last_sync_time.as_ref().map(|t| t.0),
+        interval,
+        uid: &uid,
+        now,
+        all_pinned_and_synced,
+    });
+
+    match plan {
+        ReadPlan::Wait(after) => {
+            if let (SecretState::MetadataDrifted, Some(secret)) = (&state, existing.as_ref()) {
+                // The data still hashes to what was written: restore the marks around it
+                // without asking Key Vault.
+                let data = target::existing_managed_data(secret, vsec);
+                apply_secret(&secrets, vsec, &data, ctx).await?;
+                publish(
+                    ctx,
+                    vsec,
+                    EventType::Normal,
+                    "DriftRepaired",
+                    format!("restored the labels, annotations, type or owner of Secret '{target_name}' (data was intact; no Key Vault read)"),
+                )
+                .await;
+            }
+            Metrics::count(&ctx.metrics.reconciliations, "waiting");
+            Ok(after
+                .map(Action::requeue)
+                .unwrap_or_else(Action::await_change))
+        }
+        ReadPlan::Read(cause) => {
+            let data = match read_all(vsec, &identity, ctx).await {
+                Ok(read) => read,
+                Err(failure) => return fail(vsec, ctx, &status, failure, now).await,
+            };
+            let values: BTreeMap<String, SecretBytes> = data
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect();
+            let size = decide::total_size(&values);
+            if size > decide::MAX_SECRET_DATA_BYTES {
+                let message = format!(
+                    "the synced data would be {size} bytes; a Kubernetes Secret holds at most {} bytes",
+                    decide::MAX_SECRET_DATA_BYTES
+                );
+                return fail(
+                    vsec,
+                    ctx,
+                    &status,
+                    Failure::new(Reason::SecretTooLarge, message),
+                    now,
+                )
+                .await;
+            }
+            let new_hash = decide::data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
+            let current_hash = existing
+                .as_ref()
+                .map(|s| decide::data_hash(target::managed_data(s, vsec)));
+            let needs_write =
+                state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
+            let written = if needs_write {
+                apply_secret(&secrets, vsec, &values, ctx).await
+            } else {
+                Ok(())
+            };
+            match written {
+                Ok(()) => {}
+                // The API server refused the Secret itself (e.g. keys its type requires):
+                // a spec problem the user must fix, not a reason to retry quickly.
+                Err(Error::Kube(kube::Error::Api(refused)))
+                    if refused.code == 422 || refused.code == 400 =>
+                {
+                    let message = format!(
+                        "the API server refused Secret '{target_name}': {}",
+                        refused.message
+                    );
+                    return fail(
+                        vsec,
+                        ctx,
+                        &status,
+                        Failure::new(Reason::InvalidSpec, message),
+                        now,
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e),
+            }
+            let versions: BTreeMap<String, String> = data
+                .iter()
+                .map(|(k, (_, version))| (k.clone(), version.clone()))
+                .collect();
+            announce_sync(vsec, ctx, &status, &versions, cause, state, needs_write).await;
+            let new_status = VaultSecretStatus {
+                observed_generation: vsec.meta().generation,
+                conditions: vec![decide::ready_condition(
+                    vsec.ready_condition(),
+                    true,
+                    Reason::Synced,
+                    format!(
+                        "{} {} synced to Secret '{target_name}'",
+                        values.len(),
+                        if values.len() == 1 { "key" } else { "keys" }
+                    ),
+                    vsec.meta().generation,
+                    now,
+                )],
+                secret_name: Some(target_name),
+                last_sync_time: Some(Time(now)),
+                synced_versions: versions,
+            };
+            write_status(vsec, ctx, &status, new_status).await?;
+            Metrics::count(&ctx.metrics.reconciliations, "synced");
+            let all_pinned = vsec
+                .spec
+                .data
+                .iter()
+                .all(|e| e.remote_ref.pinned_version().is_some());
+            if interval.is_zero() || all_pinned {
+                Ok(Action::await_change())
+            } else {
+                Ok(Action::requeue(
+                    interval.mul_f64(1.0 + decide::jitter_fraction(&uid)),
+                ))
+            }
+        }
+    }
+}
+
+fn identity_for(
+    vsec: &VaultSecret,
+    namespace: &str,
+    allow_operator_identity: bool,
+) -> Result<IdentityRef, Failure> {
+    match &vsec.spec.identity {
+        None if allow_operator_identity => Ok(IdentityRef::Operator),
+        None => Err(Failure::new(
+            Reason::IdentityError,
+            "spec.identity is not set and the operator's own identity is switched off on this cluster (--allow-operator-identity=false); set spec.identity.serviceAccountName to a ServiceAccount of this namespace",
+        )),
+        Some(IdentitySpec {
+            service_account_name: Some(sa),
+            managed_identity_client_id: None,
+        }) => Ok(IdentityRef::ServiceAccount {
+            namespace: namespace.to_owned(),
+            name: sa.clone(),
+        }),
+        Some(IdentitySpec {
+            service_account_name: None,
+            managed_identity_client_id: Some(id),
+        }) => Ok(IdentityRef::ManagedIdentity {
+            client_id: id.clone(),
+        }),
+        Some(_) => Err(Failure::new(
+            Reason::InvalidSpec,
+            "spec.identity must set exactly one of serviceAccountName and managedIdentityClientId",
+        )),
+    }
+}
+
+/// Reads every entry (concurrently; identical reads share one request in the source) and
+/// turns each into the bytes to write, with its Key Vault version.
+async fn read_all(
+    vsec: &VaultSecret,
+    identity: &IdentityRef,
+    ctx: &Context,
+) -> Result<BTreeMap<String, (SecretBytes, String)>, Failure> {
+    let reads = vsec.spec.data.iter().map(|entry| {
+        let request = SecretRequest {
+            vault_url: vsec.spec.vault_url.trim_end_matches('/').to_owned(),
+            identity: identity.clone(),
+            name: entry.remote_ref.name.clone(),
+            version: entry.remote_ref.pinned_version().map(str::to_owned),
+        };
+        async move { (entry, ctx.source.fetch(&request).await) }
+    });
+    let results: Vec<(_, Result<Arc<FetchedSecret>, SourceError>)> =
+        futures::future::join_all(reads).await;
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = BTreeMap::new();
+    for (entry, result) in results {
+        let fetched = match result {
+            Ok(fetched) => {
+                Metrics::count(&ctx.metrics.keyvault_reads, "ok");
+                fetched
+            }
+            Err(e) => {
+                Metrics::count(&ctx.metrics.keyvault_reads, e.reason().as_str());
+                return Err(Failure {
+                    reason: e.reason(),
+                    message: format!("key '{}': {e}", entry.key),
+                    retry_after: e.retry_after(),
+                });
+            }
+        };
+        let r = &entry.remote_ref;
+        let value = decide::entry_value(
+            &entry.key,
+            &r.name,
+            r.property.as_deref(),
+            r.decoding,
+            &fetched,
+            now,
+        )
+        .map_err(|e| Failure::new(e.reason(), e.to_string()))?;
+        out.insert(entry.key.clone(), (value, fetched.version.clone()));
+    }
+    Ok(out)
+}
+
+async fn apply_secret(
+    secrets: &Api<Secret>,
+    vsec: &VaultSecret,
+    data: &BTreeMap<String, SecretBytes>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let desired = target::desired_secret(vsec, data);
+    let params = PatchParams::apply(&target::field_manager(vsec)).force();
+    secrets
+        .patch(&vsec.target_name(), &params, &Patch::Apply(&desired))
+        .await?;
+    ctx.metrics.secret_writes.inc();
+    Ok(())
+}
+
+/// After `target.name` changed: the old Secret goes if this VaultSecret owned it (uid
+/// precondition, so a Secret recreated meanwhile by someone else survives).
+async fn remove_old_target(
+    secrets: &Api<Secret>,
+    old: &str,
+    vsec: &VaultSecret,
+) -> Result<(), Error> {
+    let Some(meta) = secrets.get_metadata_opt(old).await? else {
+        return Ok(());
+    };
+    if target::owned_by(&meta.metadata, vsec) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: meta.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match secrets.delete(old, &params).await {
+            Ok(_) => tracing::info!(
+                secret = old,
+                "deleted the Secret of the previous target.name"
+            ),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn announce_sync(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    previous: &VaultSecretStatus,
+    versions: &BTreeMap<String, String>,
+    cause: ReadCause,
+    state: SecretState,
+    wrote: bool,
+) {
+    let target_name = vsec.target_name();
+    if previous.synced_versions.is_empty() {
+        publish(
+            ctx,
+            vsec,
+            EventType::Normal,
+            "Synced",
+            format!(
+                "wrote {} keys from Key Vault to Secret '{target_name}'",
+                versions.len()
+            ),
+        )
+        .await;
+        return;
+    }
+    let rotated: Vec<String> = versions
+        .iter()
+        .filter_map(|(key, new)| {
+            let old = previous.synced_versions.get(key)?;
+            (old != new).then(|| format!("key '{key}': version {old} -> {new}"))
+        })
+        .collect();
+    if !rotated.is_empty() {
+        publish(ctx, vsec, EventType::Normal, "Rotated", rotated.join("; ")).await;
+    }
+    if cause == ReadCause::Drift && wrote {
+        let what = if state == SecretState::Missing {
+            "recreated the deleted"
+        } else {
+            "restored the edited data of"
+        };
+        publish(
+            ctx,
+            vsec,
+            EventType::Normal,
+            "DriftRepaired",
+            format!("{what} Secret '{target_name}'"),
+        )
+        .await;
+    }
+}
+
+/// Reports a failure: `Ready=False` with the reason, the last good data left in place,
+/// a Warning Event when the condition changes, and a retry that slows down.
+async fn fail(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    status: &VaultSecretStatus,
+    failure: Failure,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    ctx.metrics
+        .failures
+        .get_or_create(&ReasonLabels {
+            reason: failure.reason.as_str().to_owned(),
+        })
+        .inc();
+    Metrics::count(&ctx.metrics.reconciliations, "failed");
+    let retry_after = failure.retry_after;
+    let reason = failure.reason;
+    write_failure_status(vsec, ctx, status, failure, now, true).await?;
+    let failing_since = vsec
+        .ready_condition()
+        .filter(|c| c.status == "False" && c.reason == reason.as_str())
+        .map(|c| c.last_transition_time.0);
+    Ok(match reason {
+        Reason::InvalidSpec => Action::await_change(),
+        _ => Action::requeue(decide::retry_delay(reason, failing_since, now, retry_after)),
+    })
+}
+
+async fn write_failure_status(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    status: &VaultSecretStatus,
+    failure: Failure,
+    now: Timestamp,
+    warn: bool,
+) -> Result<(), Error> {
+    let previous = vsec.ready_condition();
+    let changed = previous
+        .is_none_or(|c| c.reason != failure.reason.as_str() || c.message != failure.message);
+    if warn && changed {
+        publish(
+            ctx,
+            vsec,
+            EventType::Warning,
+            failure.reason.as_str(),
+            failure.message.clone(),
+        )
+        .await;
+    }
+    if failure.reason != Reason::Suspended {
+        tracing::info!(reason = %failure.reason, message = %failure.message, "not synced");
+    }
+    let new_status = VaultSecretStatus {
+        observed_generation: vsec.meta().generation,
+        conditions: vec![decide::ready_condition(
+            previous,
+            false,
+            failure.reason,
+            failure.message,
+            vsec.meta().generation,
+            now,
+        )],
+        // The last good sync stays on record, as its data stays in the Secret.
+        ..status.clone()
+    };
+    write_status(vsec, ctx, status, new_status).await
+}
+
+/// Server-side applies the status, skipped when nothing changed (an unchanged condition
+/// keeps its transition time, so equal means equal).
+async fn write_status(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    old: &VaultSecretStatus,
+    new: VaultSecretStatus,
+) -> Result<(), Error> {
+    if *old == new {
+        return Ok(());
+    }
+    let api: Api<VaultSecret> =
+        Api::namespaced(ctx.client.clone(), &vsec.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": VaultSecret::api_version(&()),
+        "kind": VaultSecret::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &vsec.name_any(),
+        &PatchParams::apply(target::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_writes.inc();
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    vsec: &VaultSecret,
+    type_: EventType,
+    reason: &str,
+    mut note: String,
+) {
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &vsec.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish an Event");
+    }
+}

@@ -1,0 +1,332 @@
+//! The target Secret: who may write it, what it should look like, and whether it drifted.
+//! Pure functions; `controller::apply` does the writing.
+
+use crate::api::{
+    CreationPolicy, DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION,
+    VaultSecret,
+};
+use crate::controller::decide::data_hash;
+use crate::source::SecretBytes;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// The field manager of Owner and Orphan writes.
+pub const FIELD_MANAGER: &str = "vaultsync";
+
+/// Merge writes use a field manager per VaultSecret, so that several VaultSecrets merging
+/// into one Secret each keep their own keys under server-side apply.
+pub fn field_manager(vsec: &VaultSecret) -> String {
+    match vsec.spec.target.creation_policy {
+        CreationPolicy::Merge => {
+            let mut manager = format!("vaultsync/{}", vsec.name_any());
+            manager.truncate(128);
+            manager
+        }
+        CreationPolicy::Owner | CreationPolicy::Orphan => FIELD_MANAGER.to_owned(),
+    }
+}
+
+pub fn source_of(vsec: &VaultSecret) -> String {
+    format!(
+        "{}/{}",
+        vsec.namespace().unwrap_or_default(),
+        vsec.name_any()
+    )
+}
+
+fn controller_owner(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+pub fn owned_by(meta: &ObjectMeta, vsec: &VaultSecret) -> bool {
+    controller_owner(meta).is_some_and(|r| Some(&r.uid) == vsec.meta().uid.as_ref())
+}
+
+/// Refuses to touch a Secret this VaultSecret may not write; the message says who else
+/// holds it.
+pub fn ensure_not_foreign(existing: Option<&ObjectMeta>, vsec: &VaultSecret) -> Result<(), String> {
+    let Some(meta) = existing else { return Ok(()) };
+    let policy = vsec.spec.target.creation_policy;
+    if policy == CreationPolicy::Merge {
+        return Ok(());
+    }
+    let name = meta.name.clone().unwrap_or_default();
+    if let Some(owner) = controller_owner(meta) {
+        if Some(&owner.uid) == vsec.meta().uid.as_ref() {
+            return Ok(());
+        }
+        return Err(format!(
+            "Secret '{name}' exists and is controlled by {} '{}'; it is left untouched",
+            owner.kind, owner.name
+        ));
+    }
+    // A Secret this VaultSecret wrote earlier under Orphan may be adopted.
+    let source = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_ANNOTATION));
+    if source == Some(&source_of(vsec)) {
+        return Ok(());
+    }
+    Err(format!(
+        "Secret '{name}' exists and was not created by this VaultSecret; it is left untouched (delete it, or use creationPolicy Merge)"
+    ))
+}
+
+/// The keys of `secret` this VaultSecret manages, with their bytes.
+pub fn managed_data<'a>(secret: &'a Secret, vsec: &VaultSecret) -> Vec<(&'a str, &'a [u8])> {
+    let data = secret.data.as_ref();
+    match vsec.spec.target.creation_policy {
+        CreationPolicy::Merge => vsec
+            .spec
+            .data
+            .iter()
+            .filter_map(|entry| data?.get_key_value(&entry.key))
+            .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+            .collect(),
+        _ => data
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+            .collect(),
+    }
+}
+
+/// What the existing Secret looks like against what was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretState {
+    Missing,
+    /// Its managed data no longer hashes to the recorded hash.
+    DataDrifted,
+    /// Data intact, but marks, labels, annotations, type or owner differ from the spec.
+    MetadataDrifted,
+    InSync,
+}
+
+pub fn secret_state(existing: Option<&Secret>, vsec: &VaultSecret) -> SecretState {
+    let Some(secret) = existing else {
+        return SecretState::Missing;
+    };
+    let recorded = secret.annotations().get(DATA_HASH_ANNOTATION);
+    let actual = data_hash(managed_data(secret, vsec));
+    if recorded != Some(&actual) {
+        return SecretState::DataDrifted;
+    }
+    let wanted = desired_metadata(vsec, &actual);
+    let labels_ok = wanted
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| secret.labels().get(k) == Some(v));
+    let annotations_ok = wanted
+        .annotations
+        .iter()
+        .flatten()
+        .all(|(k, v)| secret.annotations().get(k) == Some(v));
+    let type_ok = vsec.spec.target.creation_policy == CreationPolicy::Merge
+        || secret.type_.as_deref().unwrap_or("Opaque")
+            == vsec.spec.target.type_.as_deref().unwrap_or("Opaque");
+    let owner_ok = match vsec.spec.target.creation_policy {
+        CreationPolicy::Owner => owned_by(&secret.metadata, vsec),
+        _ => true,
+    };
+    if labels_ok && annotations_ok && type_ok && owner_ok {
+        SecretState::InSync
+    } else {
+        SecretState::MetadataDrifted
+    }
+}
+
+fn desired_metadata(vsec: &VaultSecret, hash: &str) -> ObjectMeta {
+    let target = &vsec.spec.target;
+    let mut labels = target.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());
+    let mut annotations = target.annotations.clone();
+    annotations.insert(SOURCE_ANNOTATION.to_owned(), source_of(vsec));
+    annotations.insert(DATA_HASH_ANNOTATION.to_owned(), hash.to_owned());
+    let owner_references = match target.creation_policy {
+        CreationPolicy::Owner => vsec.controller_owner_ref(&()).map(|r| vec![r]),
+        CreationPolicy::Merge | CreationPolicy::Orphan => None,
+    };
+    ObjectMeta {
+        name: Some(vsec.target_name()),
+        namespace: vsec.namespace(),
+        labels: Some(labels),
+        annotations: Some(annotations),
+        owner_references,
+        ..Default::default()
+    }
+}
+
+/// The Secret to apply: this VaultSecret's keys and marks, nothing else (server-side
+/// apply leaves other managers' fields alone).
+pub fn desired_secret(vsec: &VaultSecret, data: &BTreeMap<String, SecretBytes>) -> Secret {
+    let hash = data_hash(data.iter().map(|(k, v)| (k.as_str(), v.expose())));
+    Secret {
+        metadata: desired_metadata(vsec, &hash),
+        type_: match vsec.spec.target.creation_policy {
+            // The type of a Secret merged into is its owner's business (and immutable).
+            CreationPolicy::Merge => None,
+            _ => Some(
+                vsec.spec
+                    .target
+                    .type_
+                    .clone()
+                    .unwrap_or_else(|| "Opaque".to_owned()),
+            ),
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The managed data of an existing Secret whose data is intact, to re-apply it with
+/// repaired metadata without reading Key Vault.
+pub fn existing_managed_data(secret: &Secret, vsec: &VaultSecret) -> BTreeMap<String, SecretBytes> {
+    managed_data(secret, vsec)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), SecretBytes::new(v.to_vec())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DataEntry, RemoteRef, TargetSpec, VaultSecretSpec};
+
+    fn vsec(policy: CreationPolicy) -> VaultSecret {
+        let mut v = VaultSecret::new(
+            "app",
+            VaultSecretSpec {
+                vault_url: "https://v.vault.azure.net".into(),
+                identity: None,
+                refresh_interval: "1h".into(),
+                suspend: false,
+                data: vec![DataEntry {
+                    key: "password".into(),
+                    remote_ref: RemoteRef {
+                        name: "db".into(),
+                        version: None,
+                        property: None,
+                        decoding: Default::default(),
+                    },
+                }],
+                target: TargetSpec {
+                    creation_policy: policy,
+                    labels: [("team".to_owned(), "a".to_owned())].into(),
+                    ..Default::default()
+                },
+            },
+        );
+        v.metadata.namespace = Some("ns".into());
+        v.metadata.uid = Some("uid-1".into());
+        v
+    }
+
+    fn data(v: &str) -> BTreeMap<String, SecretBytes> {
+        [(
+            "password".to_owned(),
+            SecretBytes::new(v.as_bytes().to_vec()),
+        )]
+        .into()
+    }
+
+    #[test]
+    fn desired_secret_carries_marks_owner_and_type() {
+        let v = vsec(CreationPolicy::Owner);
+        let s = desired_secret(&v, &data("x"));
+        assert_eq!(s.labels()[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+        assert_eq!(s.labels()["team"], "a");
+        assert_eq!(s.annotations()[SOURCE_ANNOTATION], "ns/app");
+        assert_eq!(
+            s.annotations()[DATA_HASH_ANNOTATION],
+            data_hash([("password", b"x".as_slice())])
+        );
+        assert_eq!(s.owner_references()[0].uid, "uid-1");
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        let merged = desired_secret(&vsec(CreationPolicy::Merge), &data("x"));
+        assert!(merged.owner_references().is_empty());
+        assert_eq!(merged.type_, None);
+        assert!(
+            desired_secret(&vsec(CreationPolicy::Orphan), &data("x"))
+                .owner_references()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn state_tells_missing_data_drift_metadata_drift_and_in_sync() {
+        let v = vsec(CreationPolicy::Owner);
+        assert_eq!(secret_state(None, &v), SecretState::Missing);
+        let written = desired_secret(&v, &data("x"));
+        assert_eq!(secret_state(Some(&written), &v), SecretState::InSync);
+        let mut edited = written.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("password".into(), ByteString(b"changed".to_vec()));
+        assert_eq!(secret_state(Some(&edited), &v), SecretState::DataDrifted);
+        let mut extra = written.clone();
+        extra
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("added".into(), ByteString(b"1".to_vec()));
+        assert_eq!(secret_state(Some(&extra), &v), SecretState::DataDrifted);
+        let mut relabeled = written.clone();
+        relabeled.metadata.labels.as_mut().unwrap().remove("team");
+        assert_eq!(
+            secret_state(Some(&relabeled), &v),
+            SecretState::MetadataDrifted
+        );
+    }
+
+    #[test]
+    fn merge_only_considers_its_own_keys() {
+        let v = vsec(CreationPolicy::Merge);
+        let mut s = desired_secret(&v, &data("x"));
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("someone-else".into(), ByteString(b"1".to_vec()));
+        assert_eq!(secret_state(Some(&s), &v), SecretState::InSync);
+    }
+
+    #[test]
+    fn foreign_secrets_are_refused_unless_merging() {
+        let v = vsec(CreationPolicy::Owner);
+        let ours = desired_secret(&v, &data("x")).metadata;
+        assert!(ensure_not_foreign(Some(&ours), &v).is_ok());
+        let plain = ObjectMeta {
+            name: Some("app".into()),
+            ..Default::default()
+        };
+        let err = ensure_not_foreign(Some(&plain), &v).unwrap_err();
+        assert!(err.contains("not created by this VaultSecret"), "{err}");
+        let mut other_owner = ours.clone();
+        other_owner.owner_references.as_mut().unwrap()[0].uid = "someone".into();
+        other_owner.owner_references.as_mut().unwrap()[0].name = "other".into();
+        assert!(
+            ensure_not_foreign(Some(&other_owner), &v)
+                .unwrap_err()
+                .contains("controlled by VaultSecret 'other'")
+        );
+        assert!(ensure_not_foreign(Some(&plain), &vsec(CreationPolicy::Merge)).is_ok());
+        assert!(ensure_not_foreign(Some(&plain), &vsec(CreationPolicy::Orphan)).is_err());
+        // Written earlier under Orphan (source annotation, no owner): adopted.
+        let orphaned = desired_secret(&vsec(CreationPolicy::Orphan), &data("x")).metadata;
+        assert!(ensure_not_foreign(Some(&orphaned), &v).is_ok());
+        assert!(ensure_not_foreign(None, &v).is_ok());
+    }
+}
