@@ -58,7 +58,6 @@ pub fn operator_credential(
                 .clone()
                 .map(azure_identity::UserAssignedId::ClientId),
             client_options,
-            ..Default::default()
         },
     ))?;
     let described = match client_id {

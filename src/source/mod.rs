@@ -127,7 +127,6 @@ impl KeyVaultSource {
                             client_id.clone(),
                         )),
                         client_options: self.client_options.clone(),
-                        ..Default::default()
                     },
                 ))
                 .map(|c| c as Arc<dyn TokenCredential>)
