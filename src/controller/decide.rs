@@ -283,6 +283,23 @@ pub fn ready_condition(
     }
 }
 
+/// A failure message without its `(request id …)` parts, which differ on every attempt.
+pub fn without_request_id(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(" (request id ") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find(')') {
+            Some(end) => rest = &rest[start + end + 1..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// How long to wait before retrying a failure: the time since the condition turned
 /// False, bounded, so retries slow down geometrically without per-object state.
 pub fn retry_delay(
@@ -511,6 +528,18 @@ mod tests {
         assert_eq!(again.last_transition_time, first.last_transition_time);
         let changed = ready_condition(Some(&again), true, Reason::Synced, "ok".into(), Some(1), t2);
         assert_eq!(changed.last_transition_time, Time(t2));
+    }
+
+    #[test]
+    fn request_ids_are_ignored_when_comparing_failures() {
+        let a = "key 'k': throttled (request id 1); retry after 2s";
+        let b = "key 'k': throttled (request id 2); retry after 2s";
+        assert_eq!(without_request_id(a), without_request_id(b));
+        assert_eq!(without_request_id(a), "key 'k': throttled; retry after 2s");
+        assert_ne!(
+            without_request_id(a),
+            without_request_id("key 'j': throttled (request id 1)")
+        );
     }
 
     #[test]

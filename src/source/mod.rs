@@ -172,6 +172,14 @@ impl KeyVaultSource {
         Ok(client)
     }
 
+    /// Names an identity in messages: the operator's own by its client id.
+    fn describe(&self, identity: &IdentityRef) -> String {
+        match (identity, &self.operator) {
+            (IdentityRef::Operator, Ok((_, described))) => format!("operator {described}"),
+            _ => identity.to_string(),
+        }
+    }
+
     fn budget(&self, vault_url: &str) -> Arc<VaultBudget> {
         lock(&self.budgets)
             .entry(vault_url.to_owned())
@@ -196,7 +204,7 @@ impl KeyVaultSource {
         let response = match result {
             Ok(response) => response,
             Err(err) => {
-                let failure = to_source_error(&request, &err);
+                let failure = to_source_error(&request, &self.describe(&request.identity), &err);
                 if let Some(retry_after) = failure.retry_after() {
                     budget.pause_for(retry_after);
                 }
@@ -228,7 +236,11 @@ impl KeyVaultSource {
     }
 }
 
-fn to_source_error(request: &SecretRequest, err: &azure_core::Error) -> SourceError {
+fn to_source_error(
+    request: &SecretRequest,
+    identity: &str,
+    err: &azure_core::Error,
+) -> SourceError {
     let vault = request.vault_url.clone();
     let name = request.name.clone();
     match err.kind() {
@@ -262,7 +274,7 @@ fn to_source_error(request: &SecretRequest, err: &azure_core::Error) -> SourceEr
                 HttpFailure::Denied(detail) => SourceError::AccessDenied {
                     vault,
                     name,
-                    identity: request.identity.to_string(),
+                    identity: identity.to_owned(),
                     detail,
                     request_id,
                 },
@@ -281,14 +293,14 @@ fn to_source_error(request: &SecretRequest, err: &azure_core::Error) -> SourceEr
         }
         // The credential failed before Key Vault was asked.
         azure_core::error::ErrorKind::Credential => SourceError::Identity {
-            identity: request.identity.to_string(),
+            identity: identity.to_owned(),
             detail: err.to_string(),
         },
         _ => {
             let text = err.to_string();
             if text.contains("authenticat") || text.contains("token") {
                 SourceError::Identity {
-                    identity: request.identity.to_string(),
+                    identity: identity.to_owned(),
                     detail: text,
                 }
             } else {

@@ -2,6 +2,8 @@
 //! `make testenv-up` starts and describes in `.testenv/env.sh`.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod operator;
+
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};

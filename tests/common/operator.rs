@@ -1,0 +1,169 @@
+//! The operator under test: the real `vaultsync` binary, one process per test, watching
+//! only that test's namespace, with its logs kept for leak checks.
+
+use super::*;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Patch, PatchParams};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use vaultsync::api::VaultSecret;
+
+/// Installs (server-side applies) the CRD and waits until it is served.
+pub async fn ensure_crd(client: &Client) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd = VaultSecret::crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("vaultsync-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the CRD");
+    for _ in 0..120 {
+        let current = crds.get(&name).await.expect("read the CRD");
+        let established = current
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the VaultSecret CRD was not established");
+}
+
+/// A client id for one test's operator: federated to the environment's operator
+/// ServiceAccount, with access to exactly the given secrets.
+pub async fn operator_identity(doubles: &Doubles, secrets: &[&str]) -> String {
+    let client_id = uuid::Uuid::new_v4().to_string();
+    doubles
+        .federate(
+            &client_id,
+            &env("VAULTSYNC_TEST_OPERATOR_NAMESPACE"),
+            &env("VAULTSYNC_TEST_OPERATOR_SERVICE_ACCOUNT"),
+        )
+        .await;
+    doubles.grant(&client_id, secrets).await;
+    client_id
+}
+
+pub struct Operator {
+    child: Child,
+    pub log_file: PathBuf,
+}
+
+impl Operator {
+    /// Starts `vaultsync run` for `namespace` with the environment's settings, acting as
+    /// `client_id`, plus `extra` flags.
+    pub fn start(namespace: &str, client_id: &str, extra: &[&str]) -> Self {
+        let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}.log"));
+        let log = std::fs::File::create(&log_file).expect("create the operator log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_vaultsync"))
+            .args([
+                "run",
+                "--namespaces",
+                namespace,
+                "--log-format",
+                "json",
+                "--health-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(extra)
+            .env("AZURE_CLIENT_ID", client_id)
+            .env(
+                "VAULTSYNC_LOG",
+                "debug,hyper=info,rustls=info,tower=info,h2=info,reqwest=info,kube_client=info",
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start vaultsync");
+        Self { child, log_file }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log_file);
+        } else {
+            eprintln!("operator log kept at {}", self.log_file.display());
+        }
+    }
+}
+
+/// A VaultSecret from JSON `spec`.
+pub fn vault_secret(name: &str, spec: serde_json::Value) -> VaultSecret {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "vaultsync.io/v1alpha1",
+        "kind": "VaultSecret",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("a VaultSecret")
+}
+
+/// Polls until the `Ready` condition satisfies `check`, returning the object. The bound
+/// only keeps a broken run from hanging; it asserts nothing about speed.
+pub async fn wait_ready(
+    api: &Api<VaultSecret>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&str, &str, &str) -> bool,
+) -> VaultSecret {
+    let mut last = None;
+    for _ in 0..480 {
+        if let Some(vsec) = api.get_opt(name).await.expect("read the VaultSecret") {
+            if let Some(c) = vsec.ready_condition() {
+                if check(&c.status, &c.reason, &c.message) {
+                    return vsec;
+                }
+                last = Some((c.status.clone(), c.reason.clone(), c.message.clone()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("VaultSecret {name} never reached {what}; last Ready condition: {last:?}");
+}
+
+pub async fn wait_reason(api: &Api<VaultSecret>, name: &str, reason: &str) -> VaultSecret {
+    wait_ready(api, name, reason, |_, r, _| r == reason).await
+}
+
+/// Events about one object, as `(type, reason, note)`.
+pub async fn events_of(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+    let list = events.list(&Default::default()).await.expect("list Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
