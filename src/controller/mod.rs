@@ -81,16 +81,34 @@ pub async fn ensure_crd_installed(
     client: &Client,
     config: &ControllerConfig,
 ) -> anyhow::Result<()> {
-    let api: Api<VaultSecret> = match config.namespaces.first() {
+    ensure_served::<VaultSecret>(client, config, "crds/vaultsecret.yaml").await
+}
+
+/// Lists one object of `K` in the first watched namespace (or cluster-wide) to tell
+/// "not installed" (404) apart from everything else.
+pub async fn ensure_served<K>(
+    client: &Client,
+    config: &ControllerConfig,
+    manifest: &str,
+) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = match config.namespaces.first() {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let crd_name = format!("{}.{}", K::plural(&()), K::group(&()));
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
-            "the VaultSecret CRD (vaultsecrets.vaultsync.io) is not installed in this cluster; install it with `kubectl apply -f crds/vaultsecret.yaml` (or `vaultsync crd | kubectl apply -f -`)"
+            "the {} CRD ({crd_name}) is not installed in this cluster; install it with `kubectl apply -f {manifest}` (or `vaultsync crd | kubectl apply -f -`)",
+            K::kind(&())
         ),
-        Err(e) => Err(anyhow::anyhow!("cannot list VaultSecrets: {e}")),
+        Err(e) => Err(anyhow::anyhow!("cannot list {}: {e}", K::plural(&()))),
     }
 }
 

@@ -1,0 +1,667 @@
+//! The sync controller on the local environment: the real `vaultsync` binary per test,
+//! one temporary namespace each, Key Vault answers scripted through the gateway.
+//!
+//! Tests marked `#[ignore = "needs the lowkey-vault emulator ..."]` need a real Key Vault
+//! behind the gateway; `make test` runs them whenever the environment has the emulator.
+
+mod common;
+
+use common::operator::*;
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vaultsync::api::VaultSecret;
+
+struct Setup {
+    client: kube::Client,
+    doubles: Doubles,
+    ns: TempNamespace,
+    vsecs: Api<VaultSecret>,
+    secrets: Api<Secret>,
+}
+
+async fn setup() -> Setup {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let ns = TempNamespace::create(&client).await;
+    Setup {
+        doubles: Doubles::new(),
+        vsecs: Api::namespaced(client.clone(), &ns.name),
+        secrets: Api::namespaced(client.clone(), &ns.name),
+        ns,
+        client,
+    }
+}
+
+fn spec_for(names: &[(&str, &str)]) -> serde_json::Value {
+    json!({
+        "vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
+        "data": names.iter().map(|(key, name)| json!({"key": key, "remoteRef": {"name": name}})).collect::<Vec<_>>(),
+    })
+}
+
+async fn create(s: &Setup, name: &str, spec: serde_json::Value) {
+    s.vsecs
+        .create(&PostParams::default(), &vault_secret(name, spec))
+        .await
+        .expect("create the VaultSecret");
+}
+
+#[tokio::test]
+async fn access_denied_names_the_identity_and_the_secret_and_warns() {
+    let s = setup().await;
+    let kv_name = unique("denied");
+    let client_id = operator_identity(&s.doubles, &["some-other-secret"]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+
+    let vsec = wait_reason(&s.vsecs, "app", "AccessDenied").await;
+    let ready = vsec.ready_condition().unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains(&client_id), "{}", ready.message);
+    assert!(ready.message.contains(&kv_name), "{}", ready.message);
+    assert!(
+        ready.message.contains("key 'password'"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("ForbiddenByRbac"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        vsec.status.as_ref().unwrap().observed_generation,
+        vsec.metadata.generation
+    );
+    assert!(
+        s.secrets.get_opt("app").await.unwrap().is_none(),
+        "no Secret is written on failure"
+    );
+    let events = events_of(&s.client, &s.ns.name, "app").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "AccessDenied"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_reported_with_retry_after_and_retried() {
+    let s = setup().await;
+    let kv_name = unique("throttled");
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    s.doubles
+        .put(
+            "/faults",
+            json!({"secret": kv_name, "kind": "throttle", "retryAfterSeconds": 3}),
+        )
+        .await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+
+    let vsec = wait_reason(&s.vsecs, "app", "Throttled").await;
+    assert!(
+        vsec.ready_condition()
+            .unwrap()
+            .message
+            .contains("retry after 3s"),
+        "{:?}",
+        vsec.ready_condition()
+    );
+    let throttled_reads = s.doubles.vault_requests("GET", &kv_name).await;
+
+    // Lift the fault: the retry after Retry-After gets past it.
+    reqwest::Client::new()
+        .delete(format!(
+            "{}/faults?secret={kv_name}",
+            env("VAULTSYNC_TEST_AZURE_ADMIN_URL")
+        ))
+        .send()
+        .await
+        .unwrap();
+    wait_ready(
+        &s.vsecs,
+        "app",
+        "a reason other than Throttled",
+        |_, r, _| r != "Throttled",
+    )
+    .await;
+    assert!(s.doubles.vault_requests("GET", &kv_name).await > throttled_reads);
+}
+
+#[tokio::test]
+async fn an_unreachable_vault_is_reported_as_such() {
+    let s = setup().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client_id = operator_identity(&s.doubles, &["*"]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let vault = format!("https://127.0.0.1:{closed}");
+    create(
+        &s,
+        "app",
+        json!({"vaultUrl": vault, "data": [{"key": "k", "remoteRef": {"name": "anything"}}]}),
+    )
+    .await;
+    let vsec = wait_reason(&s.vsecs, "app", "VaultUnreachable").await;
+    assert!(
+        vsec.ready_condition().unwrap().message.contains(&vault),
+        "{:?}",
+        vsec.ready_condition()
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_from_key_vault_is_reported_as_unreachable() {
+    let s = setup().await;
+    let kv_name = unique("unavailable");
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    s.doubles
+        .put(
+            "/faults",
+            json!({"secret": kv_name, "kind": "error", "status": 503}),
+        )
+        .await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let vsec = wait_reason(&s.vsecs, "app", "VaultUnreachable").await;
+    assert!(
+        vsec.ready_condition().unwrap().message.contains("503"),
+        "{:?}",
+        vsec.ready_condition()
+    );
+}
+
+#[tokio::test]
+async fn suspend_stops_key_vault_calls_until_lifted() {
+    let s = setup().await;
+    let kv_name = unique("suspended");
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let mut spec = spec_for(&[("password", &kv_name)]);
+    spec["suspend"] = json!(true);
+    create(&s, "app", spec).await;
+
+    let vsec = wait_reason(&s.vsecs, "app", "Suspended").await;
+    assert_eq!(vsec.ready_condition().unwrap().status, "False");
+    assert_eq!(
+        s.doubles.vault_requests("GET", &kv_name).await,
+        0,
+        "a suspended VaultSecret makes no Key Vault call"
+    );
+    assert!(s.secrets.get_opt("app").await.unwrap().is_none());
+
+    s.vsecs
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&s.vsecs, "app", "not Suspended", |_, r, _| r != "Suspended").await;
+    assert!(s.doubles.vault_requests("GET", &kv_name).await > 0);
+}
+
+#[tokio::test]
+async fn the_operator_identity_can_be_switched_off() {
+    let s = setup().await;
+    let kv_name = unique("no-operator-identity");
+    let client_id = operator_identity(&s.doubles, &["*"]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &["--allow-operator-identity=false"]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let vsec = wait_reason(&s.vsecs, "app", "IdentityError").await;
+    assert!(
+        vsec.ready_condition()
+            .unwrap()
+            .message
+            .contains("--allow-operator-identity=false"),
+        "{:?}",
+        vsec.ready_condition()
+    );
+    assert_eq!(s.doubles.vault_requests("GET", &kv_name).await, 0);
+    assert_eq!(s.doubles.token_requests(&client_id).await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_token_exchange_is_an_identity_error() {
+    let s = setup().await;
+    // A client id with no federated credential: Entra answers AADSTS700016.
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &unique("identity"))])).await;
+    let vsec = wait_reason(&s.vsecs, "app", "IdentityError").await;
+    let message = &vsec.ready_condition().unwrap().message;
+    assert!(message.contains("700016"), "{message}");
+    assert!(message.contains(&client_id), "{message}");
+}
+
+#[tokio::test]
+async fn an_existing_secret_it_does_not_own_is_never_touched() {
+    let s = setup().await;
+    let kv_name = unique("conflict");
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("app".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "password".to_owned(),
+            ByteString(b"theirs".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    s.secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let client_id = operator_identity(&s.doubles, &["*"]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+
+    let vsec = wait_reason(&s.vsecs, "app", "OwnershipConflict").await;
+    assert!(
+        vsec.ready_condition()
+            .unwrap()
+            .message
+            .contains("not created by this VaultSecret"),
+        "{:?}",
+        vsec.ready_condition()
+    );
+    let after = s.secrets.get("app").await.unwrap();
+    assert_eq!(after.data.unwrap()["password"].0, b"theirs");
+    assert!(after.metadata.owner_references.is_none() && after.metadata.labels.is_none());
+    assert_eq!(
+        s.doubles.vault_requests("GET", &kv_name).await,
+        0,
+        "the guard comes before any Key Vault call"
+    );
+}
+
+/// A resource type whose CRD is never installed, to see the start-up check refuse.
+#[derive(
+    kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, schemars::JsonSchema,
+)]
+#[kube(
+    group = "absent.vaultsync.io",
+    version = "v1",
+    kind = "Absent",
+    namespaced
+)]
+struct AbsentSpec {}
+
+#[tokio::test]
+async fn start_up_fails_with_a_hint_when_a_crd_is_missing() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let config = vaultsync::controller::ControllerConfig {
+        namespaces: vec!["default".into()],
+        concurrency: 1,
+        allow_operator_identity: true,
+    };
+    vaultsync::controller::ensure_crd_installed(&client, &config)
+        .await
+        .expect("the installed VaultSecret CRD is found");
+    let err = vaultsync::controller::ensure_served::<Absent>(&client, &config, "crds/absent.yaml")
+        .await
+        .expect_err("not installed");
+    let message = err.to_string();
+    assert!(
+        message.contains("absents.absent.vaultsync.io")
+            && message.contains("kubectl apply -f crds/absent.yaml"),
+        "{message}"
+    );
+}
+
+// ---- with the Key Vault emulator ------------------------------------------------------
+
+async fn seed(name: &str, value: &str) -> String {
+    let emulator = env("VAULTSYNC_TEST_EMULATOR_URL");
+    let response = http_client()
+        .put(format!(
+            "{emulator}/secrets/{name}?api-version={KEY_VAULT_API_VERSION}"
+        ))
+        .bearer_auth("seed")
+        .json(&json!({ "value": value }))
+        .send()
+        .await
+        .expect("emulator reachable");
+    assert!(
+        response.status().is_success(),
+        "seeding {name}: {}",
+        response.status()
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["id"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Option<Vec<u8>> {
+    secrets
+        .get_opt(name)
+        .await
+        .unwrap()?
+        .data?
+        .get(key)
+        .map(|v| v.0.clone())
+}
+
+async fn wait_value(secrets: &Api<Secret>, name: &str, key: &str, expected: &[u8]) {
+    for _ in 0..480 {
+        if secret_value(secrets, name, key).await.as_deref() == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("Secret {name} never held the expected value for {key}");
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn syncs_rotates_and_repairs_the_secret_without_leaking_values() {
+    let s = setup().await;
+    let kv_name = unique("ExampleSecret");
+    let first_version = seed(&kv_name, "MyAKSExampleSecret").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let mut spec = spec_for(&[("password", &kv_name)]);
+    spec["refreshInterval"] = json!("10s");
+    spec["target"] = json!({"labels": {"team": "a"}});
+    create(&s, "app", spec).await;
+
+    let vsec = wait_reason(&s.vsecs, "app", "Synced").await;
+    let status = vsec.status.clone().unwrap();
+    assert_eq!(status.secret_name.as_deref(), Some("app"));
+    assert_eq!(status.synced_versions["password"], first_version);
+    assert!(status.last_sync_time.is_some());
+    let secret = s.secrets.get("app").await.unwrap();
+    assert_eq!(
+        secret.data.as_ref().unwrap()["password"].0,
+        b"MyAKSExampleSecret"
+    );
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["vaultsync.io/managed-by"],
+        "vaultsync"
+    );
+    assert_eq!(secret.metadata.labels.as_ref().unwrap()["team"], "a");
+    assert_eq!(
+        secret.metadata.annotations.as_ref().unwrap()["vaultsync.io/source"],
+        format!("{}/app", s.ns.name)
+    );
+    assert!(
+        secret
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("vaultsync.io/data-hash")
+    );
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].uid,
+        vsec.metadata.uid.clone().unwrap()
+    );
+
+    // Rotation: a new Key Vault version arrives on the next refresh.
+    let second_version = seed(&kv_name, "rotated-value-2").await;
+    wait_value(&s.secrets, "app", "password", b"rotated-value-2").await;
+    let events = events_of(&s.client, &s.ns.name, "app").await;
+    assert!(events.iter().any(|(_, r, _)| r == "Synced"), "{events:?}");
+    assert!(
+        events.iter().any(|(_, r, note)| r == "Rotated"
+            && note.contains(&first_version)
+            && note.contains(&second_version)),
+        "{events:?}"
+    );
+
+    // Drift: an edit and a deletion are repaired.
+    s.secrets
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"password": "ZWRpdGVk"}})),
+        )
+        .await
+        .unwrap();
+    wait_value(&s.secrets, "app", "password", b"rotated-value-2").await;
+    s.secrets
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_value(&s.secrets, "app", "password", b"rotated-value-2").await;
+    let events = events_of(&s.client, &s.ns.name, "app").await;
+    assert!(
+        events.iter().any(|(_, r, _)| r == "DriftRepaired"),
+        "{events:?}"
+    );
+
+    // A label removed with the data intact is restored without a Key Vault read.
+    let reads = s.doubles.vault_requests("GET", &kv_name).await;
+    s.secrets
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": null}}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..480 {
+        let labels = s
+            .secrets
+            .get("app")
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap_or_default();
+        if labels.get("team").map(String::as_str) == Some("a") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        s.secrets.get("app").await.unwrap().metadata.labels.unwrap()["team"],
+        "a"
+    );
+    assert!(
+        s.doubles.vault_requests("GET", &kv_name).await <= reads + 2,
+        "at most a scheduled refresh happened meanwhile"
+    );
+
+    // No value in logs, Events or status.
+    let logs = operator.logs();
+    let events = format!("{:?}", events_of(&s.client, &s.ns.name, "app").await);
+    let status = serde_json::to_string(&s.vsecs.get("app").await.unwrap().status).unwrap();
+    for value in ["MyAKSExampleSecret", "rotated-value-2"] {
+        assert!(
+            !logs.contains(value),
+            "a value leaked into the operator log"
+        );
+        assert!(!events.contains(value), "a value leaked into Events");
+        assert!(!status.contains(value), "a value leaked into status");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn a_pinned_version_is_not_read_again_once_synced() {
+    let s = setup().await;
+    let kv_name = unique("pinned");
+    let version = seed(&kv_name, "pinned-value").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(
+        &s,
+        "app",
+        json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "refreshInterval": "10s",
+               "data": [{"key": "k", "remoteRef": {"name": kv_name, "version": version}}]}),
+    )
+    .await;
+    wait_reason(&s.vsecs, "app", "Synced").await;
+    let reads = s.doubles.vault_requests("GET", &kv_name).await;
+    // Two refresh intervals pass without a request.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(s.doubles.vault_requests("GET", &kv_name).await, reads);
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn throttling_after_a_sync_keeps_the_last_good_data() {
+    let s = setup().await;
+    let kv_name = unique("keep");
+    seed(&kv_name, "good-value").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let mut spec = spec_for(&[("password", &kv_name)]);
+    spec["refreshInterval"] = json!("10s");
+    create(&s, "app", spec).await;
+    wait_reason(&s.vsecs, "app", "Synced").await;
+    s.doubles
+        .put(
+            "/faults",
+            json!({"secret": kv_name, "kind": "throttle", "retryAfterSeconds": 1}),
+        )
+        .await;
+    wait_reason(&s.vsecs, "app", "Throttled").await;
+    assert_eq!(
+        secret_value(&s.secrets, "app", "password").await.as_deref(),
+        Some(b"good-value".as_slice())
+    );
+    assert!(
+        s.vsecs
+            .get("app")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .synced_versions
+            .contains_key("password")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn a_missing_key_vault_secret_is_secret_not_found() {
+    let s = setup().await;
+    let kv_name = unique("missing");
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let vsec = wait_reason(&s.vsecs, "app", "SecretNotFound").await;
+    assert!(vsec.ready_condition().unwrap().message.contains(&kv_name));
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn a_changed_target_name_removes_the_old_owned_secret() {
+    let s = setup().await;
+    let kv_name = unique("rename");
+    seed(&kv_name, "v").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    wait_reason(&s.vsecs, "app", "Synced").await;
+    s.vsecs
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"target": {"name": "renamed"}}})),
+        )
+        .await
+        .unwrap();
+    wait_value(&s.secrets, "renamed", "password", b"v").await;
+    for _ in 0..480 {
+        if s.secrets.get_opt("app").await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the old Secret was not removed");
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn merge_writes_only_its_keys_and_orphan_secrets_outlive_the_vault_secret() {
+    let s = setup().await;
+    let kv_name = unique("policies");
+    seed(&kv_name, r#"{"user":"app","password":"cGFzcw=="}"#).await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let shared = Secret {
+        metadata: ObjectMeta {
+            name: Some("shared".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "theirs".to_owned(),
+            ByteString(b"kept".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    s.secrets
+        .create(&PostParams::default(), &shared)
+        .await
+        .unwrap();
+    create(
+        &s,
+        "merge",
+        json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "target": {"name": "shared", "creationPolicy": "Merge"},
+               "data": [{"key": "password", "remoteRef": {"name": kv_name, "property": "password", "decoding": "Base64"}}]}),
+    )
+    .await;
+    wait_value(&s.secrets, "shared", "password", b"pass").await;
+    assert_eq!(
+        secret_value(&s.secrets, "shared", "theirs")
+            .await
+            .as_deref(),
+        Some(b"kept".as_slice())
+    );
+
+    create(
+        &s,
+        "orphan",
+        json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "target": {"creationPolicy": "Orphan"},
+               "data": [{"key": "user", "remoteRef": {"name": kv_name, "property": "user"}}]}),
+    )
+    .await;
+    wait_value(&s.secrets, "orphan", "user", b"app").await;
+    assert!(
+        s.secrets
+            .get("orphan")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .is_none()
+    );
+    s.vsecs
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    s.vsecs
+        .delete("merge", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(s.secrets.get_opt("orphan").await.unwrap().is_some());
+    assert_eq!(
+        secret_value(&s.secrets, "shared", "theirs")
+            .await
+            .as_deref(),
+        Some(b"kept".as_slice())
+    );
+}
