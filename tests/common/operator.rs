@@ -130,13 +130,12 @@ pub async fn wait_ready(
 ) -> VaultSecret {
     let mut last = None;
     for _ in 0..480 {
-        if let Some(vsec) = api.get_opt(name).await.expect("read the VaultSecret") {
-            if let Some(c) = vsec.ready_condition() {
-                if check(&c.status, &c.reason, &c.message) {
-                    return vsec;
-                }
-                last = Some((c.status.clone(), c.reason.clone(), c.message.clone()));
+        let vsec = api.get_opt(name).await.expect("read the VaultSecret");
+        if let Some(c) = vsec.as_ref().and_then(|v| v.ready_condition()) {
+            if check(&c.status, &c.reason, &c.message) {
+                return vsec.clone().expect("present");
             }
+            last = Some((c.status.clone(), c.reason.clone(), c.message.clone()));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
