@@ -218,3 +218,20 @@ async fn unknown_enum_values_are_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_examples_in_deploy_are_admitted() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("deploy/examples") {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: Value =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        admit(example["spec"].clone())
+            .await
+            .unwrap_or_else(|e| panic!("{} refused: {e}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 3, "examples found: {checked}");
+}

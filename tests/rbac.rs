@@ -1,0 +1,122 @@
+//! The operator runs with exactly the permissions of `deploy/rbac.yaml` (bound in one
+//! namespace) and still does its job: watches, reads Secrets, writes status and Events.
+
+mod common;
+
+use common::operator::*;
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+use vaultsync::api::VaultSecret;
+
+/// The ClusterRole from deploy/rbac.yaml, under a name of this test run.
+async fn apply_cluster_role(client: &kube::Client, name: &str) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
+    let role = text
+        .split("\n---")
+        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .expect("a ClusterRole in deploy/rbac.yaml");
+    let mut role: ClusterRole = serde_json::from_value(role).unwrap();
+    role.metadata.name = Some(name.to_owned());
+    Api::<ClusterRole>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("vaultsync-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .unwrap();
+}
+
+fn kubeconfig_for_token(token: &str) -> std::path::PathBuf {
+    let server = kube::config::Kubeconfig::read().unwrap().clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("rbac")));
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+        env("VAULTSYNC_TEST_CA_FILE")
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_operator_works_with_the_shipped_rbac_only() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let ns = TempNamespace::create(&client).await;
+    let role = unique("vaultsync-rbac");
+    apply_cluster_role(&client, &role).await;
+    create_service_account(&client, &ns.name, "operator").await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "vaultsync"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns.name}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token = service_account_token(
+        &client,
+        &ns.name,
+        "operator",
+        &env("VAULTSYNC_TEST_SA_ISSUER"),
+    )
+    .await;
+    let kubeconfig = kubeconfig_for_token(&token);
+
+    let doubles = Doubles::new();
+    let denied = unique("rbac-denied");
+    let client_id = operator_identity(&doubles, &["nothing"]).await;
+    let _operator = Operator::start(
+        &ns.name,
+        &client_id,
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
+    let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "k", "remoteRef": {"name": denied}}]});
+    vsecs
+        .create(&PostParams::default(), &vault_secret("denied", spec))
+        .await
+        .unwrap();
+    // Status patch and a Warning Event, under the shipped role.
+    wait_reason(&vsecs, "denied", "AccessDenied").await;
+    assert!(
+        events_of(&client, &ns.name, "denied")
+            .await
+            .iter()
+            .any(|(_, r, _)| r == "AccessDenied")
+    );
+
+    // Reading a foreign Secret for the ownership guard, under the shipped role.
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("taken".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "k", "remoteRef": {"name": denied}}], "target": {"name": "taken"}});
+    vsecs
+        .create(&PostParams::default(), &vault_secret("conflict", spec))
+        .await
+        .unwrap();
+    wait_reason(&vsecs, "conflict", "OwnershipConflict").await;
+    let _ = std::fs::remove_file(kubeconfig);
+}
