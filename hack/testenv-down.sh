@@ -7,7 +7,7 @@ source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 stopped=()
 shopt -s nullglob
 # Reverse start order: the doubles and the controller manager before the API server and etcd.
-for name in testenv-token-refresher azure-doubles lowkey-vault kube-controller-manager kube-apiserver etcd; do
+for name in vaultsync testenv-token-refresher azure-doubles lowkey-vault kube-controller-manager kube-apiserver etcd; do
   component_alive "$name" || continue
   read -r pid _ <"$state_dir/pids/$name.pid"
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
