@@ -26,7 +26,7 @@ enum Command {
     /// Print the VaultSecret CustomResourceDefinition as YAML.
     Crd,
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// Every flag can also be set as `VAULTSYNC_<FLAG>` (upper case, `-` as `_`).
@@ -52,6 +52,17 @@ struct RunArgs {
     /// own identity. Switch off on shared clusters.
     #[arg(long, env = "VAULTSYNC_ALLOW_OPERATOR_IDENTITY", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     allow_operator_identity: bool,
+    /// Tenant of ServiceAccounts without the azure.workload.identity/tenant-id annotation;
+    /// default: AZURE_TENANT_ID.
+    #[arg(long, env = "VAULTSYNC_DEFAULT_TENANT_ID")]
+    default_tenant_id: Option<String>,
+    /// Entra authority for ServiceAccount token exchanges; default: AZURE_AUTHORITY_HOST,
+    /// else https://login.microsoftonline.com.
+    #[arg(long, env = "VAULTSYNC_AUTHORITY_HOST")]
+    authority_host: Option<String>,
+    /// Identities whose credentials and Key Vault clients are kept cached.
+    #[arg(long, env = "VAULTSYNC_MAX_CACHED_IDENTITIES", default_value_t = 1000)]
+    max_cached_identities: usize,
     /// Key Vault REST API version.
     #[arg(long, env = "VAULTSYNC_KEY_VAULT_API_VERSION", default_value = "7.6")]
     key_vault_api_version: String,
@@ -81,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(run(args)),
+            .block_on(run(*args)),
     }
 }
 
@@ -102,13 +113,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let source = KeyVaultSource::new(KeyVaultOptions {
-        extra_ca_pem,
-        verify_challenge_resource: !args.skip_challenge_resource_verification,
-        api_version: args.key_vault_api_version.clone(),
-        requests_per_second_per_vault: args.vault_requests_per_second,
-        request_timeout: Duration::from_secs(args.request_timeout_seconds),
-    })?;
     let client = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -123,6 +127,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
+    let source = KeyVaultSource::new(
+        KeyVaultOptions {
+            extra_ca_pem,
+            verify_challenge_resource: !args.skip_challenge_resource_verification,
+            api_version: args.key_vault_api_version.clone(),
+            requests_per_second_per_vault: args.vault_requests_per_second,
+            request_timeout: Duration::from_secs(args.request_timeout_seconds),
+            default_tenant_id: args.default_tenant_id.clone().or_else(|| {
+                std::env::var("AZURE_TENANT_ID")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            }),
+            authority_host: args.authority_host.clone(),
+            max_cached_identities: args.max_cached_identities,
+        },
+        Some(client.clone()),
+        metrics.service_account_token_requests.clone(),
+    )?;
     let health = tokio::spawn(telemetry::serve_health(
         args.health_addr,
         metrics.clone(),

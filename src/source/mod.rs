@@ -2,19 +2,21 @@
 //! identical reads in flight shared, a per-vault request budget, errors classified into
 //! the contract's reasons. The controller never sees HTTP.
 
+mod bounded;
 mod budget;
 mod error;
 pub mod identity;
 mod value;
 
 pub use error::{HttpFailure, SourceError, classify};
-pub use identity::IdentityRef;
+pub use identity::{CredentialKey, IdentityRef};
 pub use value::SecretBytes;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use bounded::Bounded;
 use budget::VaultBudget;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
@@ -57,6 +59,13 @@ pub struct KeyVaultOptions {
     pub api_version: String,
     pub requests_per_second_per_vault: f64,
     pub request_timeout: Duration,
+    /// Tenant of ServiceAccounts without the `azure.workload.identity/tenant-id` annotation.
+    pub default_tenant_id: Option<String>,
+    /// Entra authority for ServiceAccount token exchanges; `None`: `AZURE_AUTHORITY_HOST`
+    /// or the public cloud.
+    pub authority_host: Option<String>,
+    /// Credentials (and clients) kept at most, least recently used dropped first.
+    pub max_cached_identities: usize,
 }
 
 type InFlight = Shared<BoxFuture<'static, Result<Arc<FetchedSecret>, SourceError>>>;
@@ -66,7 +75,10 @@ pub struct KeyVaultSource {
     options: KeyVaultOptions,
     client_options: ClientOptions,
     operator: Result<(Arc<dyn TokenCredential>, String), String>,
-    clients: Mutex<HashMap<(String, IdentityRef), Arc<SecretClient>>>,
+    kube: Option<kube::Client>,
+    token_requests: prometheus_client::metrics::counter::Counter,
+    credentials: Mutex<Bounded<CredentialKey, Arc<dyn TokenCredential>>>,
+    clients: Mutex<Bounded<(String, CredentialKey), Arc<SecretClient>>>,
     budgets: Mutex<HashMap<String, Arc<VaultBudget>>>,
     in_flight: Mutex<HashMap<SecretRequest, InFlight>>,
 }
@@ -77,7 +89,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl KeyVaultSource {
-    pub fn new(options: KeyVaultOptions) -> anyhow::Result<Arc<Self>> {
+    /// `kube` is needed for ServiceAccount identities (TokenRequest); `token_requests`
+    /// counts those TokenRequests.
+    pub fn new(
+        options: KeyVaultOptions,
+        kube: Option<kube::Client>,
+        token_requests: prometheus_client::metrics::counter::Counter,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut http = reqwest::Client::builder().timeout(options.request_timeout);
         if let Some(pem) = &options.extra_ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)? {
@@ -99,28 +117,95 @@ impl KeyVaultSource {
             }
             Err(e) => tracing::warn!(error = %e, "no operator identity available"),
         }
+        let capacity = options.max_cached_identities;
         Ok(Arc::new(Self {
             options,
             client_options,
             operator,
-            clients: Mutex::default(),
+            kube,
+            token_requests,
+            credentials: Mutex::new(Bounded::new(capacity)),
+            clients: Mutex::new(Bounded::new(capacity)),
             budgets: Mutex::default(),
             in_flight: Mutex::default(),
         }))
     }
 
-    fn credential(&self, identity: &IdentityRef) -> Result<Arc<dyn TokenCredential>, SourceError> {
+    /// Resolves a request's identity to what its credential depends on; for a
+    /// ServiceAccount that is its annotations and uid, read on every resolution so that
+    /// changes and deletions are noticed.
+    async fn resolve(&self, identity: &IdentityRef) -> Result<CredentialKey, SourceError> {
         match identity {
-            IdentityRef::Operator => {
-                self.operator
+            IdentityRef::Operator => Ok(CredentialKey::Operator),
+            IdentityRef::ManagedIdentity { client_id } => Ok(CredentialKey::ManagedIdentity {
+                client_id: client_id.clone(),
+            }),
+            IdentityRef::ServiceAccount { namespace, name } => {
+                let fail = |detail: String| SourceError::Identity {
+                    identity: identity.to_string(),
+                    detail,
+                };
+                let kube = self
+                    .kube
+                    .clone()
+                    .ok_or_else(|| fail("no Kubernetes client to request its token with".into()))?;
+                let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                    kube::Api::namespaced(kube, namespace);
+                let meta = api
+                    .get_metadata_opt(name)
+                    .await
+                    .map_err(|e| fail(format!("cannot read it: {e}")))?
+                    .ok_or_else(|| fail("not found in the VaultSecret's namespace".into()))?;
+                let annotations = meta.metadata.annotations.unwrap_or_default();
+                let client_id = annotations
+                    .get(identity::CLIENT_ID_ANNOTATION)
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "it has no annotation {} naming the Entra client id",
+                            identity::CLIENT_ID_ANNOTATION
+                        ))
+                    })?;
+                let tenant_id = annotations
+                    .get(identity::TENANT_ID_ANNOTATION)
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+                    .or_else(|| self.options.default_tenant_id.clone())
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "it has no annotation {} and the operator has no --default-tenant-id",
+                            identity::TENANT_ID_ANNOTATION
+                        ))
+                    })?;
+                Ok(CredentialKey::ServiceAccount {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    uid: meta.metadata.uid.unwrap_or_default(),
+                    client_id,
+                    tenant_id,
+                })
+            }
+        }
+    }
+
+    fn credential(&self, key: &CredentialKey) -> Result<Arc<dyn TokenCredential>, SourceError> {
+        if let Some(credential) = lock(&self.credentials).get(key) {
+            return Ok(credential);
+        }
+        let fail = |detail: String| SourceError::Identity {
+            identity: self.describe(key),
+            detail,
+        };
+        let credential: Arc<dyn TokenCredential> = match key {
+            CredentialKey::Operator => {
+                return self
+                    .operator
                     .as_ref()
                     .map(|(c, _)| c.clone())
-                    .map_err(|e| SourceError::Identity {
-                        identity: identity.to_string(),
-                        detail: e.clone(),
-                    })
+                    .map_err(|e| fail(e.clone()));
             }
-            IdentityRef::ManagedIdentity { client_id } => {
+            CredentialKey::ManagedIdentity { client_id } => {
                 azure_identity::ManagedIdentityCredential::new(Some(
                     azure_identity::ManagedIdentityCredentialOptions {
                         user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(
@@ -129,30 +214,55 @@ impl KeyVaultSource {
                         client_options: self.client_options.clone(),
                     },
                 ))
-                .map(|c| c as Arc<dyn TokenCredential>)
-                .map_err(|e| SourceError::Identity {
-                    identity: identity.to_string(),
-                    detail: e.to_string(),
-                })
+                .map_err(|e| fail(e.to_string()))?
             }
-            IdentityRef::ServiceAccount { .. } => Err(SourceError::Identity {
-                identity: identity.to_string(),
-                detail: "ServiceAccount identities are not supported by this version of vaultsync"
-                    .into(),
-            }),
-        }
+            CredentialKey::ServiceAccount {
+                namespace,
+                name,
+                client_id,
+                tenant_id,
+                ..
+            } => {
+                let kube = self
+                    .kube
+                    .clone()
+                    .ok_or_else(|| fail("no Kubernetes client".into()))?;
+                let assertion = identity::ServiceAccountAssertion::new(
+                    kube,
+                    namespace,
+                    name,
+                    self.token_requests.clone(),
+                );
+                let mut client_options = self.client_options.clone();
+                if let Some(host) = &self.options.authority_host {
+                    let mut custom = azure_core::cloud::CustomConfiguration::default();
+                    custom.authority_host = host.clone();
+                    client_options.cloud = Some(Arc::new(
+                        azure_core::cloud::CloudConfiguration::Custom(custom),
+                    ));
+                }
+                azure_identity::ClientAssertionCredential::new(
+                    tenant_id.clone(),
+                    client_id.clone(),
+                    assertion,
+                    Some(azure_identity::ClientAssertionCredentialOptions { client_options }),
+                )
+                .map_err(|e| fail(e.to_string()))?
+            }
+        };
+        Ok(lock(&self.credentials).insert(key.clone(), credential))
     }
 
     fn client(
         &self,
         vault_url: &str,
-        identity: &IdentityRef,
+        key: &CredentialKey,
     ) -> Result<Arc<SecretClient>, SourceError> {
-        let key = (vault_url.to_owned(), identity.clone());
-        if let Some(client) = lock(&self.clients).get(&key) {
-            return Ok(client.clone());
+        let cache_key = (vault_url.to_owned(), key.clone());
+        if let Some(client) = lock(&self.clients).get(&cache_key) {
+            return Ok(client);
         }
-        let credential = self.credential(identity)?;
+        let credential = self.credential(key)?;
         let client = SecretClient::new(
             vault_url,
             credential,
@@ -167,17 +277,17 @@ impl KeyVaultSource {
             name: String::new(),
             detail: e.to_string(),
         })?;
-        let client = Arc::new(client);
-        lock(&self.clients).entry(key).or_insert(client.clone());
-        Ok(client)
+        Ok(lock(&self.clients).insert(cache_key, Arc::new(client)))
     }
 
-    /// Names an identity in messages: the operator's own by its client id.
-    fn describe(&self, identity: &IdentityRef) -> String {
-        match (identity, &self.operator) {
-            (IdentityRef::Operator, Ok((_, described))) => format!("operator {described}"),
-            _ => identity.to_string(),
-        }
+    /// Names an identity in messages: the operator's own by its client id, a
+    /// ServiceAccount with its client id.
+    fn describe(&self, key: &CredentialKey) -> String {
+        let operator = match &self.operator {
+            Ok((_, described)) => described.as_str(),
+            Err(_) => "identity (unavailable)",
+        };
+        key.describe(operator)
     }
 
     fn budget(&self, vault_url: &str) -> Arc<VaultBudget> {
@@ -193,7 +303,8 @@ impl KeyVaultSource {
         self: Arc<Self>,
         request: SecretRequest,
     ) -> Result<Arc<FetchedSecret>, SourceError> {
-        let client = self.client(&request.vault_url, &request.identity)?;
+        let key = self.resolve(&request.identity).await?;
+        let client = self.client(&request.vault_url, &key)?;
         let budget = self.budget(&request.vault_url);
         budget.acquire().await;
         let options = SecretClientGetSecretOptions {
@@ -204,7 +315,7 @@ impl KeyVaultSource {
         let response = match result {
             Ok(response) => response,
             Err(err) => {
-                let failure = to_source_error(&request, &self.describe(&request.identity), &err);
+                let failure = to_source_error(&request, &self.describe(&key), &err);
                 if let Some(retry_after) = failure.retry_after() {
                     budget.pause_for(retry_after);
                 }

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub keyvault_reads: Family<ResultLabels, Counter>,
     pub secret_writes: Counter,
     pub status_writes: Counter,
+    pub service_account_token_requests: Counter,
     pub reconcile_duration: Histogram,
     registry: Registry,
 }
@@ -86,6 +87,12 @@ impl Default for Metrics {
             "VaultSecret status patches",
             status_writes.clone(),
         );
+        let service_account_token_requests = Counter::default();
+        registry.register(
+            "service_account_token_requests",
+            "TokenRequests for ServiceAccount identities (one per ServiceAccount and token lifetime)",
+            service_account_token_requests.clone(),
+        );
         let reconcile_duration =
             Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register(
@@ -99,6 +106,7 @@ impl Default for Metrics {
             keyvault_reads,
             secret_writes,
             status_writes,
+            service_account_token_requests,
             reconcile_duration,
             registry,
         }

@@ -55,6 +55,7 @@ pub async fn operator_identity(doubles: &Doubles, secrets: &[&str]) -> String {
 pub struct Operator {
     child: Child,
     pub log_file: PathBuf,
+    health_port: u16,
 }
 
 impl Operator {
@@ -89,7 +90,23 @@ impl Operator {
             .stdin(Stdio::null())
             .spawn()
             .expect("start vaultsync");
-        Self { child, log_file }
+        Self {
+            child,
+            log_file,
+            health_port: port,
+        }
+    }
+
+    /// The operator's `/metrics` text, once its health server answers.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.health_port);
+        for _ in 0..120 {
+            if let Ok(response) = reqwest::get(&url).await {
+                return response.text().await.expect("metrics text");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the operator's metrics endpoint never answered");
     }
 
     pub fn logs(&self) -> String {

@@ -1,0 +1,322 @@
+//! Zero-trust identities: a VaultSecret reads Key Vault as a ServiceAccount of its own
+//! namespace (workload identity) or as a user-assigned managed identity, and the cost of
+//! that stays one TokenRequest and one token exchange per identity and token lifetime.
+
+mod common;
+
+use common::operator::*;
+use common::*;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+use vaultsync::api::VaultSecret;
+
+const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
+const TENANT_ID_ANNOTATION: &str = "azure.workload.identity/tenant-id";
+
+/// A team: a namespace, a ServiceAccount annotated with a fresh client id that is
+/// federated to it, and access to the team's own Key Vault secret only.
+struct Team {
+    ns: TempNamespace,
+    sa: String,
+    client_id: String,
+    secret: String,
+    vsecs: Api<VaultSecret>,
+}
+
+async fn team(client: &kube::Client, doubles: &Doubles, label: &str) -> Team {
+    let ns = TempNamespace::create(client).await;
+    let sa = format!("{label}-app");
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let annotated = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(sa.clone()),
+            annotations: Some(
+                [
+                    (CLIENT_ID_ANNOTATION.to_owned(), client_id.clone()),
+                    (TENANT_ID_ANNOTATION.to_owned(), env("AZURE_TENANT_ID")),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &annotated)
+        .await
+        .unwrap();
+    doubles.federate(&client_id, &ns.name, &sa).await;
+    let secret = unique(&format!("{label}-secret"));
+    doubles.grant(&client_id, &[&secret]).await;
+    let vsecs = Api::namespaced(client.clone(), &ns.name);
+    Team {
+        ns,
+        sa,
+        client_id,
+        secret,
+        vsecs,
+    }
+}
+
+fn spec_as(identity: serde_json::Value, secret: &str) -> serde_json::Value {
+    json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "identity": identity, "data": [{"key": "value", "remoteRef": {"name": secret}}]})
+}
+
+/// Key Vault let the identity through: with the emulator the VaultSecret syncs; without
+/// it the gateway, having checked the token and the access, has nothing to forward to.
+async fn wait_access_granted(api: &Api<VaultSecret>, name: &str) -> VaultSecret {
+    let with_emulator = !env("VAULTSYNC_TEST_EMULATOR_URL").is_empty();
+    wait_ready(api, name, "access granted", |_, reason, message| {
+        if with_emulator {
+            reason == "Synced"
+        } else {
+            reason == "VaultUnreachable"
+                && message.contains("No Key Vault emulator is configured behind this gateway")
+        }
+    })
+    .await
+}
+
+async fn reason_message(api: &Api<VaultSecret>, name: &str, reason: &str) -> String {
+    wait_reason(api, name, reason)
+        .await
+        .ready_condition()
+        .unwrap()
+        .message
+        .clone()
+}
+
+/// No JWT (three base64url parts, the first a JSON header) in `text`.
+fn assert_no_token(text: &str, place: &str) {
+    let leaked = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .any(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            parts.len() == 3
+                && parts[0].starts_with("eyJ")
+                && parts[1].len() > 10
+                && parts[2].len() > 10
+        });
+    assert!(!leaked, "a token leaked into {place}");
+}
+
+#[tokio::test]
+async fn each_team_reads_its_own_secret_and_is_refused_the_others() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let a = team(&client, &doubles, "a").await;
+    let b = team(&client, &doubles, "b").await;
+    let operator_id = operator_identity(&doubles, &[]).await;
+    let operator = Operator::start(&format!("{},{}", a.ns.name, b.ns.name), &operator_id, &[]);
+
+    for (team, other) in [(&a, &b), (&b, &a)] {
+        let own = vault_secret(
+            "own",
+            spec_as(json!({"serviceAccountName": team.sa}), &team.secret),
+        );
+        team.vsecs
+            .create(&PostParams::default(), &own)
+            .await
+            .unwrap();
+        let theirs = vault_secret(
+            "theirs",
+            spec_as(json!({"serviceAccountName": team.sa}), &other.secret),
+        );
+        team.vsecs
+            .create(&PostParams::default(), &theirs)
+            .await
+            .unwrap();
+    }
+    for (team, other) in [(&a, &b), (&b, &a)] {
+        wait_access_granted(&team.vsecs, "own").await;
+        let message = reason_message(&team.vsecs, "theirs", "AccessDenied").await;
+        assert!(
+            message.contains(&format!("ServiceAccount {}/{}", team.ns.name, team.sa)),
+            "{message}"
+        );
+        assert!(message.contains(&team.client_id), "{message}");
+        assert!(message.contains(&other.secret), "{message}");
+    }
+    // Neither team's reads went out as the operator.
+    assert_eq!(doubles.token_requests(&operator_id).await, 0);
+
+    for team in [&a, &b] {
+        let events = format!(
+            "{:?}{:?}",
+            events_of(&client, &team.ns.name, "own").await,
+            events_of(&client, &team.ns.name, "theirs").await
+        );
+        assert_no_token(&events, "Events");
+        for name in ["own", "theirs"] {
+            assert_no_token(
+                &serde_json::to_string(&team.vsecs.get(name).await.unwrap().status).unwrap(),
+                "status",
+            );
+        }
+    }
+    assert_no_token(&operator.logs(), "the operator log");
+}
+
+#[tokio::test]
+async fn identity_problems_are_identity_errors_that_name_the_service_account() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let t = team(&client, &doubles, "t").await;
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &t.ns.name);
+    // Annotated with a client id that has no federated credential for it.
+    let unfederated = uuid::Uuid::new_v4().to_string();
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("unfederated".into()),
+            annotations: Some([(CLIENT_ID_ANNOTATION.to_owned(), unfederated.clone())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    create_service_account(&client, &t.ns.name, "unannotated").await;
+    let operator_id = operator_identity(&doubles, &[]).await;
+    let _operator = Operator::start(
+        &t.ns.name,
+        &operator_id,
+        &["--allow-operator-identity=false"],
+    );
+
+    for (name, sa) in [
+        ("missing", "does-not-exist"),
+        ("unannotated", "unannotated"),
+        ("unfederated", "unfederated"),
+    ] {
+        t.vsecs
+            .create(
+                &PostParams::default(),
+                &vault_secret(name, spec_as(json!({"serviceAccountName": sa}), &t.secret)),
+            )
+            .await
+            .unwrap();
+    }
+    let message = reason_message(&t.vsecs, "missing", "IdentityError").await;
+    assert!(
+        message.contains(&format!("ServiceAccount {}/does-not-exist", t.ns.name))
+            && message.contains("not found"),
+        "{message}"
+    );
+    let message = reason_message(&t.vsecs, "unannotated", "IdentityError").await;
+    assert!(
+        message.contains(CLIENT_ID_ANNOTATION) && message.contains("unannotated"),
+        "{message}"
+    );
+    let message = reason_message(&t.vsecs, "unfederated", "IdentityError").await;
+    assert!(
+        message.contains(&unfederated)
+            && message.contains("unfederated")
+            && message.contains("700016"),
+        "{message}"
+    );
+
+    // A changed annotation is noticed: point the working ServiceAccount at the
+    // unfederated client id and its VaultSecret turns into an IdentityError.
+    // Identities are resolved on every Key Vault read; a 10s refresh makes one happen soon
+    // whether or not the first read synced.
+    let mut working = spec_as(json!({"serviceAccountName": t.sa}), &t.secret);
+    working["refreshInterval"] = json!("10s");
+    t.vsecs
+        .create(&PostParams::default(), &vault_secret("working", working))
+        .await
+        .unwrap();
+    wait_access_granted(&t.vsecs, "working").await;
+    let patch = json!({"metadata": {"annotations": {CLIENT_ID_ANNOTATION: unfederated}}});
+    sas.patch(&t.sa, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let message = reason_message(&t.vsecs, "working", "IdentityError").await;
+    assert!(message.contains(&unfederated), "{message}");
+}
+
+#[tokio::test]
+async fn fifty_vault_secrets_sharing_a_service_account_cost_one_token_exchange() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let t = team(&client, &doubles, "many").await;
+    let operator_id = operator_identity(&doubles, &[]).await;
+    let operator = Operator::start(&t.ns.name, &operator_id, &[]);
+    for i in 0..50 {
+        let vsec = vault_secret(
+            &format!("app-{i}"),
+            spec_as(json!({"serviceAccountName": t.sa}), &t.secret),
+        );
+        t.vsecs.create(&PostParams::default(), &vsec).await.unwrap();
+    }
+    for i in 0..50 {
+        wait_access_granted(&t.vsecs, &format!("app-{i}")).await;
+    }
+    assert_eq!(
+        doubles.token_requests(&t.client_id).await,
+        1,
+        "one token exchange for 50 VaultSecrets"
+    );
+    let metrics = operator.metrics().await;
+    let token_requests = metrics
+        .lines()
+        .find(|l| l.starts_with("vaultsync_service_account_token_requests_total"))
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        token_requests.split_whitespace().last(),
+        Some("1"),
+        "one TokenRequest: {token_requests}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_assigned_managed_identity_reads_through_the_app_service_endpoint() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let ns = TempNamespace::create(&client).await;
+    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
+    let mi = uuid::Uuid::new_v4().to_string();
+    let secret = unique("mi-secret");
+    doubles
+        .put(&format!("/managed-identities/{mi}"), json!({}))
+        .await;
+    doubles.grant(&mi, &[&secret]).await;
+    let unregistered = uuid::Uuid::new_v4().to_string();
+    let operator_id = operator_identity(&doubles, &[]).await;
+    let _operator = Operator::start(&ns.name, &operator_id, &["--allow-operator-identity=false"]);
+
+    vsecs
+        .create(
+            &PostParams::default(),
+            &vault_secret(
+                "mi",
+                spec_as(json!({"managedIdentityClientId": mi}), &secret),
+            ),
+        )
+        .await
+        .unwrap();
+    vsecs
+        .create(
+            &PostParams::default(),
+            &vault_secret(
+                "unknown",
+                spec_as(json!({"managedIdentityClientId": unregistered}), &secret),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_access_granted(&vsecs, "mi").await;
+    assert!(
+        doubles.stats().await["managedIdentityRequests"][&mi]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let message = reason_message(&vsecs, "unknown", "IdentityError").await;
+    assert!(message.contains(&unregistered), "{message}");
+}
