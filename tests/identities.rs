@@ -288,7 +288,22 @@ async fn a_user_assigned_managed_identity_reads_through_the_app_service_endpoint
     doubles.grant(&mi, &[&secret]).await;
     let unregistered = uuid::Uuid::new_v4().to_string();
     let operator_id = operator_identity(&doubles, &[]).await;
-    let _operator = Operator::start(&ns.name, &operator_id, &["--allow-operator-identity=false"]);
+    // The flag set through its environment variable, as a Deployment would.
+    let vars = [("VAULTSYNC_ALLOW_OPERATOR_IDENTITY", "false")];
+    let _operator = Operator::start_with_env(&ns.name, &operator_id, &[], &vars);
+    let operator_spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "value", "remoteRef": {"name": secret}}]});
+    vsecs
+        .create(
+            &PostParams::default(),
+            &vault_secret("operator", operator_spec),
+        )
+        .await
+        .unwrap();
+    let message = reason_message(&vsecs, "operator", "IdentityError").await;
+    assert!(
+        message.contains("--allow-operator-identity=false"),
+        "{message}"
+    );
 
     vsecs
         .create(

@@ -62,6 +62,16 @@ impl Operator {
     /// Starts `vaultsync run` for `namespace` with the environment's settings, acting as
     /// `client_id`, plus `extra` flags.
     pub fn start(namespace: &str, client_id: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(namespace, client_id, extra, &[])
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (flags as `VAULTSYNC_*`).
+    pub fn start_with_env(
+        namespace: &str,
+        client_id: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Self {
         let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}.log"));
         let log = std::fs::File::create(&log_file).expect("create the operator log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -81,6 +91,7 @@ impl Operator {
             ])
             .args(extra)
             .env("AZURE_CLIENT_ID", client_id)
+            .envs(vars.iter().copied())
             .env(
                 "VAULTSYNC_LOG",
                 "debug,hyper=info,rustls=info,tower=info,h2=info,reqwest=info,kube_client=info",
