@@ -93,6 +93,25 @@ async fn access_denied_names_the_identity_and_the_secret_and_warns() {
 }
 
 #[tokio::test]
+async fn a_failure_is_retried_with_backoff_not_in_a_loop() {
+    let s = setup().await;
+    let kv_name = unique("backoff");
+    let client_id = operator_identity(&s.doubles, &["nothing"]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    wait_reason(&s.vsecs, "app", "AccessDenied").await;
+    // Each status write (a new Azure request id per attempt) must not trigger another
+    // immediate attempt: AccessDenied retries after 30s at the earliest. The first attempt
+    // is the challenge plus the authorized request; a slow machine can only see fewer.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let requests = s.doubles.vault_requests("GET", &kv_name).await;
+    assert!(
+        requests <= 2,
+        "{requests} Key Vault requests within seconds of one failure"
+    );
+}
+
+#[tokio::test]
 async fn throttling_is_reported_with_retry_after_and_retried() {
     let s = setup().await;
     let kv_name = unique("throttled");

@@ -22,7 +22,7 @@ use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams,
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,7 +154,15 @@ pub async fn run(
         // `Api<PartialObjectMeta<_>>` watch is metadata-only): no Secret value is cached.
         let managed =
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let controller = Controller::new(vsecs, watcher::Config::default())
+        // Only spec changes (a new generation) trigger a reconcile: the operator's own
+        // status writes must not, or a failure whose message changes on every attempt
+        // (a new Azure request id) would be retried at once, in a loop, past the backoff.
+        let (reader, writer) = reflector::store();
+        let vsec_events = reflector(writer, watcher(vsecs, watcher::Config::default()))
+            .default_backoff()
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        let controller = Controller::for_stream(vsec_events, reader)
             .with_config(RuntimeConfig::default().concurrency(config.concurrency))
             .watches(secrets, managed, secret_to_vault_secret)
             .shutdown_on_signal();
