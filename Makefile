@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-.PHONY: test lint demo testenv-up testenv-down build clean-cache
+.PHONY: test lint demo bench testenv-up testenv-down build clean-cache
 
 ## test: build everything needed, start the local environment, run all tests, stop it
 test:
@@ -16,6 +16,10 @@ lint:
 ## demo: the main job end to end on the local environment
 demo:
 	hack/demo.sh
+
+## bench: cost of N VaultSecrets on one identity (release build); BENCH_SIZES="100 1000"
+bench:
+	hack/bench.sh
 
 ## testenv-up: start the local environment and write .testenv/env.sh
 testenv-up:

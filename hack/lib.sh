@@ -63,3 +63,16 @@ wait_healthy() {
   done
   say "$name is healthy"
 }
+
+# For one command (make test, make bench): start the environment, stop it again on exit
+# when this command started it (always in CI), and load env.sh.
+use_testenv() {
+  local was_up=false
+  [[ -f "$state_dir/env.sh" ]] && was_up=true
+  "$repo_root/hack/testenv-up.sh"
+  if ! $was_up || [[ -n "${CI:-}" ]]; then
+    trap '"$repo_root/hack/testenv-down.sh"' EXIT
+  fi
+  # shellcheck source=/dev/null
+  source "$state_dir/env.sh"
+}

@@ -5,14 +5,7 @@ set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 cd "$repo_root"
 
-was_up=false
-[[ -f "$state_dir/env.sh" ]] && was_up=true
-"$repo_root/hack/testenv-up.sh"
-if ! $was_up || [[ -n "${CI:-}" ]]; then
-  trap '"$repo_root/hack/testenv-down.sh"' EXIT
-fi
-# shellcheck source=/dev/null
-source "$state_dir/env.sh"
+use_testenv
 
 cargo test --workspace
 if [[ -n "$VAULTSYNC_TEST_EMULATOR_URL" ]]; then

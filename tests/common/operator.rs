@@ -72,6 +72,21 @@ impl Operator {
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Self {
+        // Set by Cargo for integration tests only; the benchmark passes its own binary.
+        let binary = option_env!("CARGO_BIN_EXE_vaultsync")
+            .expect("the vaultsync binary (integration tests only)");
+        Self::start_binary(binary, namespace, client_id, extra, vars)
+    }
+
+    /// Like [`Operator::start_with_env`], with a given `vaultsync` binary (the benchmark
+    /// runs a release build).
+    pub fn start_binary(
+        binary: &str,
+        namespace: &str,
+        client_id: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Self {
         let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}.log"));
         let log = std::fs::File::create(&log_file).expect("create the operator log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -79,7 +94,7 @@ impl Operator {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_vaultsync"))
+        let child = Command::new(binary)
             .args([
                 "run",
                 "--namespaces",
@@ -91,11 +106,11 @@ impl Operator {
             ])
             .args(extra)
             .env("AZURE_CLIENT_ID", client_id)
-            .envs(vars.iter().copied())
             .env(
                 "VAULTSYNC_LOG",
                 "debug,hyper=info,rustls=info,tower=info,h2=info,reqwest=info,kube_client=info",
             )
+            .envs(vars.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -118,6 +133,10 @@ impl Operator {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!("the operator's metrics endpoint never answered");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn logs(&self) -> String {
