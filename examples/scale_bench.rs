@@ -1,7 +1,7 @@
 //! `make bench`: the cost of N VaultSecrets sharing one ServiceAccount identity, measured
 //! on the local environment against the real operator binary. Prints a Markdown table.
 //!
-//! Usage: scale_bench <path to vaultsync> <N>...
+//! Usage: VAULTSYNC_OPERATOR_BINARY=target/release/vaultsync scale_bench <N>...
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -65,7 +65,7 @@ fn metric(text: &str, name: &str) -> String {
         .to_owned()
 }
 
-async fn run(binary: &str, n: usize) -> Row {
+async fn run(n: usize) -> Row {
     let client = kube_client().await;
     ensure_crd(&client).await;
     let doubles = Doubles::new();
@@ -189,7 +189,7 @@ async fn main() {
     let mut rows = Vec::new();
     for n in sizes {
         eprintln!("bench: {n} VaultSecrets");
-        rows.push(run(&binary, n).await);
+        rows.push(run(n).await);
     }
     println!(
         "| VaultSecrets | settled in (s) | outcome | Key Vault GETs | token exchanges | TokenRequests | status writes | Secret writes | operator peak RSS (MiB) | operator CPU (s) |"

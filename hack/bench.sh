@@ -9,4 +9,4 @@ use_testenv
 cargo build --release --quiet --bin vaultsync
 cargo build --quiet --example scale_bench
 # shellcheck disable=SC2086
-target/debug/examples/scale_bench "$repo_root/target/release/vaultsync" ${BENCH_SIZES:-100 1000}
+VAULTSYNC_OPERATOR_BINARY="$repo_root/target/release/vaultsync" target/debug/examples/scale_bench ${BENCH_SIZES:-100 1000}

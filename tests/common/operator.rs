@@ -52,6 +52,15 @@ pub async fn operator_identity(doubles: &Doubles, secrets: &[&str]) -> String {
     client_id
 }
 
+/// The binary under test: Cargo's build for integration tests, or the one named by
+/// `VAULTSYNC_OPERATOR_BINARY` (the benchmark runs a release build).
+pub fn operator_binary() -> String {
+    std::env::var("VAULTSYNC_OPERATOR_BINARY")
+        .ok()
+        .or_else(|| option_env!("CARGO_BIN_EXE_vaultsync").map(str::to_owned))
+        .expect("set VAULTSYNC_OPERATOR_BINARY outside integration tests")
+}
+
 pub struct Operator {
     child: Child,
     pub log_file: PathBuf,
@@ -72,21 +81,7 @@ impl Operator {
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Self {
-        // Set by Cargo for integration tests only; the benchmark passes its own binary.
-        let binary = option_env!("CARGO_BIN_EXE_vaultsync")
-            .expect("the vaultsync binary (integration tests only)");
-        Self::start_binary(binary, namespace, client_id, extra, vars)
-    }
-
-    /// Like [`Operator::start_with_env`], with a given `vaultsync` binary (the benchmark
-    /// runs a release build).
-    pub fn start_binary(
-        binary: &str,
-        namespace: &str,
-        client_id: &str,
-        extra: &[&str],
-        vars: &[(&str, &str)],
-    ) -> Self {
+        let binary = operator_binary();
         let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}.log"));
         let log = std::fs::File::create(&log_file).expect("create the operator log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
