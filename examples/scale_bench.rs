@@ -133,8 +133,7 @@ async fn run(n: usize) -> Row {
 
     let operator_id = operator_identity(&doubles, &[]).await;
     let started = Instant::now();
-    let operator = Operator::start_binary(
-        binary,
+    let operator = Operator::start_with_env(
         &ns.name,
         &operator_id,
         &["--concurrency", "16"],
@@ -181,11 +180,10 @@ async fn run(n: usize) -> Row {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let binary = args
-        .first()
-        .expect("usage: scale_bench <vaultsync binary> <N>...")
-        .clone();
-    let sizes: Vec<usize> = args[1..].iter().map(|a| a.parse().expect("N")).collect();
+    let sizes: Vec<usize> = args
+        .iter()
+        .map(|a| a.parse().expect("usage: scale_bench <N>..."))
+        .collect();
     let mut rows = Vec::new();
     for n in sizes {
         eprintln!("bench: {n} VaultSecrets");
