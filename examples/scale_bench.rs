@@ -139,7 +139,7 @@ async fn run(n: usize) -> Row {
         &["--concurrency", "16"],
         &[("VAULTSYNC_LOG", "warn")],
     );
-    // Settled: every object has a Ready condition of this generation.
+    // Settled: every object has a Ready condition (its first outcome).
     let (settled, outcome) = loop {
         let list = vsecs.list(&Default::default()).await.unwrap();
         let mut reasons = std::collections::BTreeMap::<String, usize>::new();
