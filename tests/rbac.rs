@@ -120,3 +120,43 @@ async fn the_operator_works_with_the_shipped_rbac_only() {
     wait_reason(&vsecs, "conflict", "OwnershipConflict").await;
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+#[tokio::test]
+async fn the_shipped_manifests_are_accepted_by_the_api_server() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let client = kube_client().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    let mut checked = 0;
+    for file in ["rbac.yaml", "operator.yaml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        for doc in text.split("\n---") {
+            let object: DynamicObject =
+                serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let types = object.types.clone().expect("apiVersion and kind");
+            let (group, version) = types
+                .api_version
+                .split_once('/')
+                .unwrap_or(("", &types.api_version));
+            let resource =
+                ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+            // Dry-run server-side apply validates against the real schema without storing.
+            let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
+                Some(_) => Api::namespaced_with(client.clone(), "default", &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            let mut object = object;
+            object.metadata.namespace = object
+                .metadata
+                .namespace
+                .as_ref()
+                .map(|_| "default".to_owned());
+            let name = object.metadata.name.clone().unwrap();
+            let params = PatchParams::apply("vaultsync-tests").dry_run();
+            api.patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap_or_else(|e| panic!("{file} {}: {e}", types.kind));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+}

@@ -407,21 +407,12 @@ fn to_source_error(
             identity: identity.to_owned(),
             detail: err.to_string(),
         },
-        _ => {
-            let text = err.to_string();
-            if text.contains("authenticat") || text.contains("token") {
-                SourceError::Identity {
-                    identity: identity.to_owned(),
-                    detail: text,
-                }
-            } else {
-                SourceError::Unreachable {
-                    vault,
-                    name,
-                    detail: text,
-                }
-            }
-        }
+        // Transport failures: refused connections, TLS, DNS, timeouts.
+        _ => SourceError::Unreachable {
+            vault,
+            name,
+            detail: err.to_string(),
+        },
     }
 }
 
