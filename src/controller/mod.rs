@@ -223,10 +223,47 @@ async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Er
         // Orphan Secrets stay by contract.
         return Ok(Action::await_change());
     }
-    let namespace = vsec.namespace().ok_or(Error::NoNamespace)?;
     let now = Timestamp::now();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let status = vsec.status.clone().unwrap_or_default();
+    match sync(vsec, ctx, &status, now).await {
+        Ok(action) => Ok(action),
+        Err(Stop::Failed(failure)) => fail(vsec, ctx, &status, failure, now).await,
+        Err(Stop::Api(error)) => Err(error),
+    }
+}
+
+/// Why a sync stopped early: a failure to report in status, or an API error to retry.
+enum Stop {
+    Failed(Failure),
+    Api(Error),
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Stop::Failed(failure)
+    }
+}
+
+impl From<Error> for Stop {
+    fn from(error: Error) -> Self {
+        Stop::Api(error)
+    }
+}
+
+impl From<kube::Error> for Stop {
+    fn from(error: kube::Error) -> Self {
+        Stop::Api(Error::Kube(error))
+    }
+}
+
+async fn sync(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    status: &VaultSecretStatus,
+    now: Timestamp,
+) -> Result<Action, Stop> {
+    let namespace = vsec.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let target_name = vsec.target_name();
 
     if let Some(old) = status
@@ -243,7 +280,7 @@ async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Er
         write_failure_status(
             vsec,
             ctx,
-            &status,
+            status,
             Failure::new(Reason::Suspended, message),
             now,
             false,
@@ -253,35 +290,13 @@ async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
 
-    let interval = match decide::parse_interval(&vsec.spec.refresh_interval) {
-        Ok(interval) => interval,
-        Err(message) => {
-            return fail(
-                vsec,
-                ctx,
-                &status,
-                Failure::new(Reason::InvalidSpec, message),
-                now,
-            )
-            .await;
-        }
-    };
-    let identity = match identity_for(vsec, &namespace, ctx.allow_operator_identity) {
-        Ok(identity) => identity,
-        Err(failure) => return fail(vsec, ctx, &status, failure, now).await,
-    };
+    let interval = decide::parse_interval(&vsec.spec.refresh_interval)
+        .map_err(|m| Failure::new(Reason::InvalidSpec, m))?;
+    let identity = identity_for(vsec, &namespace, ctx.allow_operator_identity)?;
 
     let existing = secrets.get_opt(&target_name).await?;
-    if let Err(message) = target::ensure_not_foreign(existing.as_ref().map(|s| &s.metadata), vsec) {
-        return fail(
-            vsec,
-            ctx,
-            &status,
-            Failure::new(Reason::OwnershipConflict, message),
-            now,
-        )
-        .await;
-    }
+    target::ensure_not_foreign(existing.as_ref().map(|s| &s.metadata), vsec)
+        .map_err(|m| Failure::new(Reason::OwnershipConflict, m))?;
     let state = target::secret_state(existing.as_ref(), vsec);
     let synced_this_generation = vsec
         .ready_condition()
@@ -304,122 +319,105 @@ async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Er
         all_pinned_and_synced,
     });
 
-    match plan {
+    let cause = match plan {
+        ReadPlan::Read(cause) => cause,
         ReadPlan::Wait(after) => {
             if let (SecretState::MetadataDrifted, Some(secret)) = (&state, existing.as_ref()) {
                 // The data still hashes to what was written: restore the marks around it
                 // without asking Key Vault.
                 let data = target::existing_managed_data(secret, vsec);
                 apply_secret(&secrets, vsec, &data, ctx).await?;
-                publish(
-                    ctx,
-                    vsec,
-                    EventType::Normal,
-                    "DriftRepaired",
-                    format!("restored the labels, annotations, type or owner of Secret '{target_name}' (data was intact; no Key Vault read)"),
-                )
-                .await;
+                let note = format!(
+                    "restored the labels, annotations, type or owner of Secret '{target_name}' (data was intact; no Key Vault read)"
+                );
+                publish(ctx, vsec, EventType::Normal, "DriftRepaired", note).await;
             }
             Metrics::count(&ctx.metrics.reconciliations, "waiting");
-            Ok(after
+            return Ok(after
                 .map(Action::requeue)
-                .unwrap_or_else(Action::await_change))
+                .unwrap_or_else(Action::await_change));
         }
-        ReadPlan::Read(cause) => {
-            let data = match read_all(vsec, &identity, ctx).await {
-                Ok(read) => read,
-                Err(failure) => return fail(vsec, ctx, &status, failure, now).await,
-            };
-            let values: BTreeMap<String, SecretBytes> = data
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect();
-            let size = decide::total_size(&values);
-            if size > decide::MAX_SECRET_DATA_BYTES {
-                let message = format!(
-                    "the synced data would be {size} bytes; a Kubernetes Secret holds at most {} bytes",
-                    decide::MAX_SECRET_DATA_BYTES
-                );
-                return fail(
-                    vsec,
-                    ctx,
-                    &status,
-                    Failure::new(Reason::SecretTooLarge, message),
-                    now,
-                )
-                .await;
-            }
-            let new_hash = decide::data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
-            let current_hash = existing
-                .as_ref()
-                .map(|s| decide::data_hash(target::managed_data(s, vsec)));
-            let needs_write =
-                state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
-            let written = if needs_write {
-                apply_secret(&secrets, vsec, &values, ctx).await
-            } else {
-                Ok(())
-            };
-            match written {
-                Ok(()) => {}
-                // The API server refused the Secret itself (e.g. keys its type requires):
-                // a spec problem the user must fix, not a reason to retry quickly.
-                Err(Error::Kube(kube::Error::Api(refused)))
-                    if refused.code == 422 || refused.code == 400 =>
-                {
-                    let message = format!(
-                        "the API server refused Secret '{target_name}': {}",
-                        refused.message
-                    );
-                    return fail(
-                        vsec,
-                        ctx,
-                        &status,
-                        Failure::new(Reason::InvalidSpec, message),
-                        now,
-                    )
-                    .await;
-                }
-                Err(e) => return Err(e),
-            }
-            let versions: BTreeMap<String, String> = data
-                .iter()
-                .map(|(k, (_, version))| (k.clone(), version.clone()))
-                .collect();
-            announce_sync(vsec, ctx, &status, &versions, cause, state, needs_write).await;
-            let new_status = VaultSecretStatus {
-                observed_generation: vsec.meta().generation,
-                conditions: vec![decide::ready_condition(
-                    vsec.ready_condition(),
-                    true,
-                    Reason::Synced,
-                    format!(
-                        "{} {} synced to Secret '{target_name}'",
-                        values.len(),
-                        if values.len() == 1 { "key" } else { "keys" }
-                    ),
-                    vsec.meta().generation,
-                    now,
-                )],
-                secret_name: Some(target_name),
-                last_sync_time: Some(Time(now)),
-                synced_versions: versions,
-            };
-            write_status(vsec, ctx, &status, new_status).await?;
-            Metrics::count(&ctx.metrics.reconciliations, "synced");
-            let all_pinned = vsec
-                .spec
-                .data
-                .iter()
-                .all(|e| e.remote_ref.pinned_version().is_some());
-            if interval.is_zero() || all_pinned {
-                Ok(Action::await_change())
-            } else {
-                Ok(Action::requeue(
-                    interval.mul_f64(1.0 + decide::jitter_fraction(&uid)),
-                ))
-            }
+    };
+
+    let data = read_all(vsec, &identity, ctx).await?;
+    let values: BTreeMap<String, SecretBytes> = data
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    let size = decide::total_size(&values);
+    if size > decide::MAX_SECRET_DATA_BYTES {
+        let message = format!(
+            "the synced data would be {size} bytes; a Kubernetes Secret holds at most {} bytes",
+            decide::MAX_SECRET_DATA_BYTES
+        );
+        return Err(Failure::new(Reason::SecretTooLarge, message).into());
+    }
+    let new_hash = decide::data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
+    let current_hash = existing
+        .as_ref()
+        .map(|s| decide::data_hash(target::managed_data(s, vsec)));
+    let needs_write =
+        state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
+    if needs_write {
+        apply_secret(&secrets, vsec, &values, ctx)
+            .await
+            .map_err(|e| refused_as_invalid_spec(e, &target_name))?;
+    }
+    let versions: BTreeMap<String, String> = data
+        .iter()
+        .map(|(k, (_, version))| (k.clone(), version.clone()))
+        .collect();
+    announce_sync(vsec, ctx, status, &versions, cause, state, needs_write).await;
+    let synced = format!(
+        "{} {} synced to Secret '{target_name}'",
+        values.len(),
+        if values.len() == 1 { "key" } else { "keys" }
+    );
+    let new_status = VaultSecretStatus {
+        observed_generation: vsec.meta().generation,
+        conditions: vec![decide::ready_condition(
+            vsec.ready_condition(),
+            true,
+            Reason::Synced,
+            synced,
+            vsec.meta().generation,
+            now,
+        )],
+        secret_name: Some(target_name),
+        last_sync_time: Some(Time(now)),
+        synced_versions: versions,
+    };
+    write_status(vsec, ctx, status, new_status).await?;
+    Metrics::count(&ctx.metrics.reconciliations, "synced");
+    let all_pinned = vsec
+        .spec
+        .data
+        .iter()
+        .all(|e| e.remote_ref.pinned_version().is_some());
+    if interval.is_zero() || all_pinned {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(
+            interval.mul_f64(1.0 + decide::jitter_fraction(&uid)),
+        ))
+    }
+}
+
+/// The API server refusing the Secret itself (e.g. keys its type requires) is a spec
+/// problem the user must fix, not a reason to retry quickly.
+fn refused_as_invalid_spec(error: Error, target_name: &str) -> Stop {
+    match error {
+        Error::Kube(kube::Error::Api(refused)) if refused.code == 422 || refused.code == 400 => {
+            Failure::new(
+                Reason::InvalidSpec,
+                format!(
+                    "the API server refused Secret '{target_name}': {}",
+                    refused.message
+                ),
+            )
+            .into()
         }
+        other => other.into(),
     }
 }
 
