@@ -44,6 +44,23 @@ component_alive() {
   [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == *"$name"* ]]
 }
 
+# Stops a component started by start_component: TERM to its process group, KILL after
+# 10 seconds.
+stop_component() {
+  local name=$1 pid
+  component_alive "$name" || return 0
+  read -r pid _ <"$state_dir/pids/$name.pid"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    component_alive "$name" || break
+    sleep 0.25
+  done
+  if component_alive "$name"; then
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$state_dir/pids/$name.pid"
+}
+
 # wait_healthy NAME SECONDS CMD...: polls CMD until it succeeds; fails naming the
 # component, with the end of its log, if the process dies or the time runs out.
 wait_healthy() {
@@ -72,6 +89,11 @@ use_testenv() {
   "$repo_root/hack/testenv-up.sh"
   if ! $was_up || [[ -n "${CI:-}" ]]; then
     trap '"$repo_root/hack/testenv-down.sh"' EXIT
+  fi
+  # The demo's operator watches every namespace and would reconcile the tests' objects.
+  if component_alive vaultsync; then
+    say "stopping the operator that make demo started"
+    stop_component vaultsync
   fi
   # shellcheck source=/dev/null
   source "$state_dir/env.sh"

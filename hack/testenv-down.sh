@@ -9,15 +9,7 @@ shopt -s nullglob
 # Reverse start order: the doubles and the controller manager before the API server and etcd.
 for name in vaultsync testenv-token-refresher azure-doubles lowkey-vault kube-controller-manager kube-apiserver etcd; do
   component_alive "$name" || continue
-  read -r pid _ <"$state_dir/pids/$name.pid"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do
-    component_alive "$name" || break
-    sleep 0.25
-  done
-  if component_alive "$name"; then
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-  fi
+  stop_component "$name"
   stopped+=("$name")
 done
 rm -rf "$state_dir"
