@@ -41,7 +41,7 @@ component_alive() {
   [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
   # A zombie or a different program under a reused pid does not count.
   [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]] || return 1
-  [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == *"$name"* ]]
+  [[ "$(cat "/proc/$pid/cmdline" 2>/dev/null | tr '\0' ' ')" == *"$name"* ]]
 }
 
 # Stops a component started by start_component: TERM to its process group, KILL after
