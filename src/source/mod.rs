@@ -6,6 +6,7 @@ mod bounded;
 mod budget;
 mod error;
 pub mod identity;
+mod single_flight;
 mod value;
 
 pub use error::{HttpFailure, SourceError, classify};
@@ -18,7 +19,7 @@ use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use bounded::Bounded;
 use budget::VaultBudget;
-use futures::future::{BoxFuture, FutureExt, Shared};
+use single_flight::SingleFlight;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,8 +69,6 @@ pub struct KeyVaultOptions {
     pub max_cached_identities: usize,
 }
 
-type InFlight = Shared<BoxFuture<'static, Result<Arc<FetchedSecret>, SourceError>>>;
-
 /// The Azure implementation of [`SecretSource`].
 pub struct KeyVaultSource {
     options: KeyVaultOptions,
@@ -80,7 +79,7 @@ pub struct KeyVaultSource {
     credentials: Mutex<Bounded<CredentialKey, Arc<dyn TokenCredential>>>,
     clients: Mutex<Bounded<(String, CredentialKey), Arc<SecretClient>>>,
     budgets: Mutex<HashMap<String, Arc<VaultBudget>>>,
-    in_flight: Mutex<HashMap<SecretRequest, InFlight>>,
+    in_flight: SingleFlight<SecretRequest, Result<Arc<FetchedSecret>, SourceError>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,7 +126,7 @@ impl KeyVaultSource {
             credentials: Mutex::new(Bounded::new(capacity)),
             clients: Mutex::new(Bounded::new(capacity)),
             budgets: Mutex::default(),
-            in_flight: Mutex::default(),
+            in_flight: SingleFlight::default(),
         }))
     }
 
@@ -420,22 +419,10 @@ fn to_source_error(
 impl SecretSource for Arc<KeyVaultSource> {
     /// Identical reads in flight at the same time share one Key Vault request.
     async fn fetch(&self, request: &SecretRequest) -> Result<Arc<FetchedSecret>, SourceError> {
-        let shared = {
-            let mut in_flight = lock(&self.in_flight);
-            match in_flight.get(request) {
-                Some(existing) => existing.clone(),
-                None => {
-                    let fut = self.clone().read(request.clone()).boxed().shared();
-                    in_flight.insert(request.clone(), fut.clone());
-                    fut
-                }
-            }
-        };
-        let result = shared.clone().await;
-        let mut in_flight = lock(&self.in_flight);
-        if in_flight.get(request).is_some_and(|f| f.ptr_eq(&shared)) {
-            in_flight.remove(request);
-        }
-        result
+        let source = self.clone();
+        let owned = request.clone();
+        self.in_flight
+            .run(request, move || source.read(owned))
+            .await
     }
 }
