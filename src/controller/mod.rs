@@ -266,14 +266,6 @@ async fn sync(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let target_name = vsec.target_name();
 
-    if let Some(old) = status
-        .secret_name
-        .as_ref()
-        .filter(|old| **old != target_name)
-    {
-        remove_old_target(&secrets, old, vsec).await?;
-    }
-
     if vsec.spec.suspend {
         let message =
             "suspended: no Key Vault reads and no Secret writes until spec.suspend is false";
@@ -362,6 +354,15 @@ async fn sync(
         apply_secret(&secrets, vsec, &values, ctx)
             .await
             .map_err(|e| refused_as_invalid_spec(e, &target_name))?;
+    }
+    // After a target.name change, the old Secret goes only once the new one holds the
+    // data, so pods never lose their Secret to a rename that cannot complete.
+    if let Some(old) = status
+        .secret_name
+        .as_ref()
+        .filter(|old| **old != target_name)
+    {
+        remove_old_target(&secrets, old, vsec).await?;
     }
     let versions: BTreeMap<String, String> = data
         .iter()
