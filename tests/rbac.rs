@@ -5,7 +5,7 @@ mod common;
 
 use common::operator::*;
 use common::*;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -118,6 +118,33 @@ async fn the_operator_works_with_the_shipped_rbac_only() {
         .await
         .unwrap();
     wait_reason(&vsecs, "conflict", "OwnershipConflict").await;
+
+    // A ServiceAccount identity: reading its annotations and requesting its token.
+    let sa_client_id = uuid::Uuid::new_v4().to_string();
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "app", "annotations": {"azure.workload.identity/client-id": sa_client_id}},
+    }))
+    .unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    doubles.federate(&sa_client_id, &ns.name, "app").await;
+    let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "identity": {"serviceAccountName": "app"},
+                      "data": [{"key": "k", "remoteRef": {"name": denied}}]});
+    vsecs
+        .create(&PostParams::default(), &vault_secret("as-sa", spec))
+        .await
+        .unwrap();
+    // AccessDenied (no grant for this client id) means the token exchange succeeded.
+    let vsec = wait_reason(&vsecs, "as-sa", "AccessDenied").await;
+    assert!(
+        vsec.ready_condition()
+            .unwrap()
+            .message
+            .contains(&sa_client_id)
+    );
+    assert_eq!(doubles.token_requests(&sa_client_id).await, 1);
     let _ = std::fs::remove_file(kubeconfig);
 }
 

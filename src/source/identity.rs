@@ -67,6 +67,14 @@ pub fn operator_credential(
     Ok((credential, described))
 }
 
+/// The API server's own words for a refused request, without kube's debug dump.
+pub fn api_error_text(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
 pub const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
 pub const TENANT_ID_ANNOTATION: &str = "azure.workload.identity/tenant-id";
 /// The audience Entra expects in a federated ServiceAccount token.
@@ -178,8 +186,10 @@ impl azure_identity::ClientAssertion for ServiceAccountAssertion {
                 azure_core::Error::with_message(
                     azure_core::error::ErrorKind::Credential,
                     format!(
-                        "TokenRequest for ServiceAccount {}/{} failed: {e}",
-                        self.namespace, self.name
+                        "TokenRequest for ServiceAccount {}/{} failed: {}",
+                        self.namespace,
+                        self.name,
+                        api_error_text(&e)
                     ),
                 )
             })?;

@@ -153,7 +153,7 @@ impl KeyVaultSource {
                 let meta = api
                     .get_metadata_opt(name)
                     .await
-                    .map_err(|e| fail(format!("cannot read it: {e}")))?
+                    .map_err(|e| fail(format!("cannot read it: {}", identity::api_error_text(&e))))?
                     .ok_or_else(|| fail("not found in the VaultSecret's namespace".into()))?;
                 let annotations = meta.metadata.annotations.unwrap_or_default();
                 let client_id = annotations
