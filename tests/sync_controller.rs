@@ -520,21 +520,34 @@ async fn syncs_rotates_and_repairs_the_secret_without_leaking_values() {
 async fn a_pinned_version_is_not_read_again_once_synced() {
     let s = setup().await;
     let kv_name = unique("pinned");
+    let current = unique("current");
     let version = seed(&kv_name, "pinned-value").await;
-    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    seed(&current, "current-value").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name, &current]).await;
     let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(
-        &s,
-        "app",
-        json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "refreshInterval": "10s",
-               "data": [{"key": "k", "remoteRef": {"name": kv_name, "version": version}}]}),
-    )
-    .await;
-    wait_reason(&s.vsecs, "app", "Synced").await;
-    let reads = s.doubles.vault_requests("GET", &kv_name).await;
-    // Two refresh intervals pass without a request.
+    let pinned_only = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "refreshInterval": "10s",
+        "data": [{"key": "k", "remoteRef": {"name": kv_name, "version": version}}]});
+    create(&s, "pinned", pinned_only).await;
+    // Mixed: the unpinned entry is refreshed, the pinned one kept from the intact Secret.
+    let mixed = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "refreshInterval": "10s",
+        "data": [{"key": "k", "remoteRef": {"name": kv_name, "version": version}},
+                 {"key": "c", "remoteRef": {"name": current}}]});
+    create(&s, "mixed", mixed).await;
+    wait_reason(&s.vsecs, "pinned", "Synced").await;
+    wait_reason(&s.vsecs, "mixed", "Synced").await;
+    let pinned_reads = s.doubles.vault_requests("GET", &kv_name).await;
+    let current_reads = s.doubles.vault_requests("GET", &current).await;
+    // Two refresh intervals pass.
     tokio::time::sleep(Duration::from_secs(25)).await;
-    assert_eq!(s.doubles.vault_requests("GET", &kv_name).await, reads);
+    assert_eq!(
+        s.doubles.vault_requests("GET", &kv_name).await,
+        pinned_reads
+    );
+    assert!(s.doubles.vault_requests("GET", &current).await > current_reads);
+    assert_eq!(
+        secret_value(&s.secrets, "mixed", "k").await.as_deref(),
+        Some(b"pinned-value".as_slice())
+    );
 }
 
 #[tokio::test]

@@ -331,7 +331,13 @@ async fn sync(
         }
     };
 
-    let data = read_all(vsec, &identity, ctx).await?;
+    let kept = match existing.as_ref() {
+        Some(secret) if state == SecretState::InSync && cause == ReadCause::RefreshDue => {
+            target::pinned_and_intact(secret, vsec, &status.synced_versions)
+        }
+        _ => BTreeMap::new(),
+    };
+    let data = read_all(vsec, &identity, ctx, kept).await?;
     let values: BTreeMap<String, SecretBytes> = data
         .iter()
         .map(|(k, (v, _))| (k.clone(), v.clone()))
@@ -453,26 +459,32 @@ fn identity_for(
     }
 }
 
-/// Reads every entry (concurrently; identical reads share one request in the source) and
-/// turns each into the bytes to write, with its Key Vault version.
+/// Reads every entry not `kept` (concurrently; identical reads share one request in the
+/// source) and turns each into the bytes to write, with its Key Vault version.
 async fn read_all(
     vsec: &VaultSecret,
     identity: &IdentityRef,
     ctx: &Context,
+    kept: BTreeMap<String, (SecretBytes, String)>,
 ) -> Result<BTreeMap<String, (SecretBytes, String)>, Failure> {
-    let reads = vsec.spec.data.iter().map(|entry| {
-        let request = SecretRequest {
-            vault_url: vsec.spec.vault_url.trim_end_matches('/').to_owned(),
-            identity: identity.clone(),
-            name: entry.remote_ref.name.clone(),
-            version: entry.remote_ref.pinned_version().map(str::to_owned),
-        };
-        async move { (entry, ctx.source.fetch(&request).await) }
-    });
+    let reads = vsec
+        .spec
+        .data
+        .iter()
+        .filter(|entry| !kept.contains_key(&entry.key))
+        .map(|entry| {
+            let request = SecretRequest {
+                vault_url: vsec.spec.vault_url.trim_end_matches('/').to_owned(),
+                identity: identity.clone(),
+                name: entry.remote_ref.name.clone(),
+                version: entry.remote_ref.pinned_version().map(str::to_owned),
+            };
+            async move { (entry, ctx.source.fetch(&request).await) }
+        });
     let results: Vec<(_, Result<Arc<FetchedSecret>, SourceError>)> =
         futures::future::join_all(reads).await;
     let now = time::OffsetDateTime::now_utc();
-    let mut out = BTreeMap::new();
+    let mut out = kept;
     for (entry, result) in results {
         let fetched = match result {
             Ok(fetched) => {

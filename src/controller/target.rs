@@ -199,6 +199,29 @@ pub fn existing_managed_data(secret: &Secret, vsec: &VaultSecret) -> BTreeMap<St
         .collect()
 }
 
+/// Entries pinned to the version already synced, with their bytes from an intact Secret:
+/// a pinned version is immutable, so a refresh keeps them without reading Key Vault.
+pub fn pinned_and_intact(
+    secret: &Secret,
+    vsec: &VaultSecret,
+    synced_versions: &BTreeMap<String, String>,
+) -> BTreeMap<String, (SecretBytes, String)> {
+    let data = secret.data.as_ref();
+    vsec.spec
+        .data
+        .iter()
+        .filter_map(|entry| {
+            let version = entry.remote_ref.pinned_version()?;
+            (synced_versions.get(&entry.key).map(String::as_str) == Some(version)).then_some(())?;
+            let bytes = data?.get(&entry.key)?;
+            Some((
+                entry.key.clone(),
+                (SecretBytes::new(bytes.0.clone()), version.to_owned()),
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +312,39 @@ mod tests {
         assert_eq!(
             secret_state(Some(&relabeled), &v),
             SecretState::MetadataDrifted
+        );
+    }
+
+    #[test]
+    fn only_pinned_entries_at_their_synced_version_are_kept() {
+        let mut v = vsec(CreationPolicy::Owner);
+        let pinned = "0123456789abcdef0123456789abcdef";
+        v.spec.data[0].remote_ref.version = Some(pinned.into());
+        v.spec.data.push(DataEntry {
+            key: "current".into(),
+            remote_ref: RemoteRef {
+                name: "other".into(),
+                version: None,
+                property: None,
+                decoding: Default::default(),
+            },
+        });
+        let mut both = data("x");
+        both.insert("current".into(), SecretBytes::new(b"y".to_vec()));
+        let secret = desired_secret(&v, &both);
+        let synced: BTreeMap<String, String> = [
+            ("password".to_owned(), pinned.to_owned()),
+            ("current".to_owned(), "f".repeat(32)),
+        ]
+        .into();
+        let kept = pinned_and_intact(&secret, &v, &synced);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["password"]);
+        assert_eq!(kept["password"].0.expose(), b"x");
+        let other_version: BTreeMap<String, String> =
+            [("password".to_owned(), "a".repeat(32))].into();
+        assert!(
+            pinned_and_intact(&secret, &v, &other_version).is_empty(),
+            "a newly pinned version is read"
         );
     }
 
