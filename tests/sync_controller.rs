@@ -155,6 +155,56 @@ async fn throttling_is_reported_with_retry_after_and_retried() {
     assert!(s.doubles.vault_requests("GET", &kv_name).await > throttled_reads);
 }
 
+/// Polls until the gateway has seen `at_least` requests for `kv_name`.
+async fn wait_requests(doubles: &Doubles, kv_name: &str, at_least: u64) {
+    for _ in 0..480 {
+        if doubles.vault_requests("GET", kv_name).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("fewer than {at_least} Key Vault requests for {kv_name}");
+}
+
+#[tokio::test]
+async fn a_repeated_failure_warns_once_and_writes_status_once() {
+    let s = setup().await;
+    let kv_name = unique("repeated");
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    s.doubles
+        .put(
+            "/faults",
+            json!({"secret": kv_name, "kind": "error", "status": 503}),
+        )
+        .await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    wait_reason(&s.vsecs, "app", "VaultUnreachable").await;
+    // The challenge and three attempts: the failure was seen at least three times.
+    wait_requests(&s.doubles, &kv_name, 4).await;
+    let warnings: Vec<_> = events_of(&s.client, &s.ns.name, "app")
+        .await
+        .into_iter()
+        .filter(|(t, _, _)| t == "Warning")
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one Warning Event for one failure: {warnings:?}"
+    );
+    let metrics = operator.metrics().await;
+    let status_writes = metrics
+        .lines()
+        .find(|l| l.starts_with("vaultsync_status_writes_total"))
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        status_writes.split_whitespace().last(),
+        Some("1"),
+        "the same status is not written again: {status_writes}"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_vault_is_reported_as_such() {
     let s = setup().await;
