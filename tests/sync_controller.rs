@@ -747,3 +747,132 @@ async fn merge_writes_only_its_keys_and_orphan_secrets_outlive_the_vault_secret(
         Some(b"kept".as_slice())
     );
 }
+
+/// Seeds a secret with attributes (`enabled`, `exp`, `nbf` as epoch seconds).
+async fn seed_with(name: &str, value: &str, attributes: serde_json::Value) {
+    let emulator = env("VAULTSYNC_TEST_EMULATOR_URL");
+    let response = http_client()
+        .put(format!(
+            "{emulator}/secrets/{name}?api-version={KEY_VAULT_API_VERSION}"
+        ))
+        .bearer_auth("seed")
+        .json(&json!({ "value": value, "attributes": attributes }))
+        .send()
+        .await
+        .expect("emulator reachable");
+    assert!(
+        response.status().is_success(),
+        "seeding {name}: {}",
+        response.status()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn each_value_problem_has_its_reason_and_no_value_in_the_message() {
+    let s = setup().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (disabled, expired, future, plain, big) = (
+        unique("disabled"),
+        unique("expired"),
+        unique("future"),
+        unique("plain"),
+        unique("big"),
+    );
+    seed_with(&disabled, "disabled-value", json!({"enabled": false})).await;
+    seed_with(&expired, "expired-value", json!({"exp": now - 3600})).await;
+    seed_with(&future, "future-value", json!({"nbf": now + 3600})).await;
+    seed(&plain, "plain-value!").await;
+    // 20 keys of 60 kB each: over a Secret's 1 MiB.
+    seed(&big, &"x".repeat(60_000)).await;
+    let all = [&disabled, &expired, &future, &plain, &big];
+    let client_id = operator_identity(&s.doubles, &all.map(|n| n.as_str())).await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let single = |name: &str, extra: serde_json::Value| {
+        let mut remote = json!({"name": name});
+        for (k, v) in extra.as_object().unwrap() {
+            remote[k] = v.clone();
+        }
+        json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "k", "remoteRef": remote}]})
+    };
+    create(&s, "disabled", single(&disabled, json!({}))).await;
+    create(&s, "expired", single(&expired, json!({}))).await;
+    create(&s, "future", single(&future, json!({}))).await;
+    create(
+        &s,
+        "property",
+        single(&plain, json!({"property": "password"})),
+    )
+    .await;
+    create(
+        &s,
+        "decoding",
+        single(&plain, json!({"decoding": "Base64"})),
+    )
+    .await;
+    let many: Vec<_> = (0..20)
+        .map(|i| json!({"key": format!("k{i}"), "remoteRef": {"name": big}}))
+        .collect();
+    create(
+        &s,
+        "large",
+        json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": many}),
+    )
+    .await;
+
+    for (name, reason) in [
+        ("disabled", "SecretDisabled"),
+        ("expired", "SecretExpired"),
+        ("future", "SecretExpired"),
+        ("property", "PropertyNotFound"),
+        ("decoding", "DecodingFailed"),
+        ("large", "SecretTooLarge"),
+    ] {
+        let vsec = wait_reason(&s.vsecs, name, reason).await;
+        let message = &vsec.ready_condition().unwrap().message;
+        for value in [
+            "disabled-value",
+            "expired-value",
+            "future-value",
+            "plain-value!",
+        ] {
+            assert!(!message.contains(value), "{name}: a value in the message");
+        }
+        assert!(
+            s.secrets.get_opt(name).await.unwrap().is_none(),
+            "{name}: nothing written"
+        );
+    }
+    let logs = operator.logs();
+    for value in [
+        "disabled-value",
+        "expired-value",
+        "future-value",
+        "plain-value!",
+    ] {
+        assert!(
+            !logs.contains(value),
+            "a value leaked into the operator log"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
+async fn a_secret_the_api_server_refuses_is_an_invalid_spec() {
+    let s = setup().await;
+    let kv_name = unique("not-tls");
+    seed(&kv_name, "not a certificate").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    // A TLS Secret without tls.crt and tls.key is refused by the API server (422).
+    let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "target": {"type": "kubernetes.io/tls"},
+                      "data": [{"key": "password", "remoteRef": {"name": kv_name}}]});
+    create(&s, "app", spec).await;
+    let vsec = wait_reason(&s.vsecs, "app", "InvalidSpec").await;
+    assert!(
+        vsec.ready_condition().unwrap().message.contains("tls.crt"),
+        "{:?}",
+        vsec.ready_condition()
+    );
+}
