@@ -4,5 +4,6 @@
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod source;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use vaultsync::controller::{self, ControllerConfig};
+use vaultsync::leader::{Elector, LeaseConfig};
 use vaultsync::source::{KeyVaultOptions, KeyVaultSource};
 use vaultsync::telemetry::{self, LogFormat, Metrics, Readiness};
 
@@ -76,6 +77,26 @@ struct RunArgs {
     /// Timeout of one Key Vault or token request, in seconds.
     #[arg(long, env = "VAULTSYNC_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     request_timeout_seconds: u64,
+    /// Run only while holding the leader Lease, so that several replicas can run.
+    #[arg(long, env = "VAULTSYNC_LEADER_ELECTION", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    leader_election: bool,
+    /// Namespace of the leader Lease; default: POD_NAMESPACE, else vaultsync-system.
+    #[arg(long, env = "VAULTSYNC_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "VAULTSYNC_LEADER_ELECTION_LEASE_NAME",
+        default_value = "vaultsync"
+    )]
+    leader_election_lease_name: String,
+    /// Seconds a leader's Lease lasts without renewal; renewals come every third of it.
+    #[arg(
+        long,
+        env = "VAULTSYNC_LEADER_ELECTION_LEASE_SECONDS",
+        default_value_t = 15
+    )]
+    leader_election_lease_seconds: u64,
     /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "VAULTSYNC_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -156,8 +177,44 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         allow_operator_identity: args.allow_operator_identity,
     };
     tracing::info!(namespaces = ?config.namespaces, concurrency = config.concurrency, allow_operator_identity = config.allow_operator_identity, "starting vaultsync");
+    let elector = args.leader_election.then(|| {
+        let lease_seconds = args.leader_election_lease_seconds.max(3);
+        Elector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: args
+                    .leader_election_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "vaultsync-system".to_owned()),
+                name: args.leader_election_lease_name.clone(),
+                identity: std::env::var("POD_NAME")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| {
+                        let host =
+                            std::env::var("HOSTNAME").unwrap_or_else(|_| "vaultsync".to_owned());
+                        format!("{host}-{}", std::process::id())
+                    }),
+                lease_duration: Duration::from_secs(lease_seconds),
+                retry_period: Duration::from_secs(lease_seconds / 3),
+            },
+        )
+    });
+    if let Some(elector) = &elector {
+        // A follower knows its role once it has read the Lease: ready, and waiting.
+        let standby = readiness.clone();
+        elector.acquire(move || standby.set_ready()).await;
+    }
+    let lost = async {
+        match &elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = controller::run(client, Arc::new(source), metrics, readiness, config) => result,
+        _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica leads"),
         result = health => match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.context("health server")),

@@ -6,7 +6,7 @@ mod common;
 use common::operator::*;
 use common::*;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -29,6 +29,34 @@ async fn apply_cluster_role(client: &kube::Client, name: &str) {
             &PatchParams::apply("vaultsync-tests").force(),
             &Patch::Apply(&role),
         )
+        .await
+        .unwrap();
+}
+
+/// The leader-election Role of deploy/rbac.yaml, in `namespace`, bound to its `operator`.
+async fn apply_leader_election_role(client: &kube::Client, namespace: &str) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
+    let role = text
+        .split("\n---")
+        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|doc| doc["kind"] == "Role")
+        .expect("a Role in deploy/rbac.yaml");
+    let mut role: Role = serde_json::from_value(role).unwrap();
+    role.metadata.namespace = Some(namespace.to_owned());
+    let name = role.metadata.name.clone().unwrap();
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
         .await
         .unwrap();
 }
@@ -80,11 +108,16 @@ async fn the_operator_works_with_the_shipped_rbac_only() {
     let doubles = Doubles::new();
     let denied = unique("rbac-denied");
     let client_id = operator_identity(&doubles, &["nothing"]).await;
-    let _operator = Operator::start(
+    // Leader election too, under the shipped Role, in the test namespace.
+    apply_leader_election_role(&client, &ns.name).await;
+    let flags = [
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--leader-election",
+        "--leader-election-namespace",
         &ns.name,
-        &client_id,
-        &["--kubeconfig", kubeconfig.to_str().unwrap()],
-    );
+    ];
+    let _operator = Operator::start(&ns.name, &client_id, &flags);
     let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
     let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "k", "remoteRef": {"name": denied}}]});
     vsecs
@@ -185,5 +218,5 @@ async fn the_shipped_manifests_are_accepted_by_the_api_server() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 6);
 }
