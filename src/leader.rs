@@ -133,6 +133,29 @@ impl Elector {
         }
     }
 
+    /// Gives the Lease up on a clean shutdown, so that a follower takes over at its next
+    /// retry instead of after the lease duration.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!("released the leader Lease"),
+            Err(e) => tracing::warn!(error = %e, "could not release the leader Lease"),
+        }
+    }
+
     /// Renews until the lease is lost; returns when it is (another holder, or no
     /// successful renewal for a whole lease duration).
     pub async fn hold(&self) {

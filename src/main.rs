@@ -213,7 +213,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        result = controller::run(client, Arc::new(source), metrics, readiness, config) => result,
+        result = controller::run(client, Arc::new(source), metrics, readiness, config) => {
+            // The controller ends on SIGTERM/SIGINT: hand leadership over at once.
+            if let Some(elector) = &elector {
+                elector.release().await;
+            }
+            result
+        }
         _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica leads"),
         result = health => match result {
             Ok(Ok(())) => Ok(()),

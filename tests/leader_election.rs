@@ -84,7 +84,14 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_goes() {
     );
     assert_eq!(holder(&leases).await.as_deref(), Some("replica-a"));
 
-    drop(first);
+    // A clean shutdown hands the Lease over rather than letting it run out.
+    let mut first = first;
+    first.terminate();
+    assert_ne!(
+        holder(&leases).await.as_deref(),
+        Some("replica-a"),
+        "the Lease was not released"
+    );
     wait_holder(&leases, "replica-b").await;
     vsecs
         .create(

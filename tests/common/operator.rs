@@ -130,6 +130,14 @@ impl Operator {
         panic!("the operator's metrics endpoint never answered");
     }
 
+    /// Stops the operator as Kubernetes does (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
