@@ -12,16 +12,21 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vaultsync::api::VaultSecret;
 
-/// The ClusterRole from deploy/rbac.yaml, under a name of this test run.
-async fn apply_cluster_role(client: &kube::Client, name: &str) {
+/// The object of `kind` in deploy/rbac.yaml.
+fn shipped_rbac<T: serde::de::DeserializeOwned>(kind: &str) -> T {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
-    let role = text
+    let doc = text
         .split("\n---")
         .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
-        .find(|doc| doc["kind"] == "ClusterRole")
-        .expect("a ClusterRole in deploy/rbac.yaml");
-    let mut role: ClusterRole = serde_json::from_value(role).unwrap();
+        .find(|doc| doc["kind"] == kind)
+        .unwrap_or_else(|| panic!("a {kind} in deploy/rbac.yaml"));
+    serde_json::from_value(doc).unwrap()
+}
+
+/// The ClusterRole from deploy/rbac.yaml, under a name of this test run.
+async fn apply_cluster_role(client: &kube::Client, name: &str) {
+    let mut role: ClusterRole = shipped_rbac("ClusterRole");
     role.metadata.name = Some(name.to_owned());
     Api::<ClusterRole>::all(client.clone())
         .patch(
@@ -35,14 +40,7 @@ async fn apply_cluster_role(client: &kube::Client, name: &str) {
 
 /// The leader-election Role of deploy/rbac.yaml, in `namespace`, bound to its `operator`.
 async fn apply_leader_election_role(client: &kube::Client, namespace: &str) {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
-    let role = text
-        .split("\n---")
-        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
-        .find(|doc| doc["kind"] == "Role")
-        .expect("a Role in deploy/rbac.yaml");
-    let mut role: Role = serde_json::from_value(role).unwrap();
+    let mut role: Role = shipped_rbac("Role");
     role.metadata.namespace = Some(namespace.to_owned());
     let name = role.metadata.name.clone().unwrap();
     Api::<Role>::namespaced(client.clone(), namespace)

@@ -52,13 +52,30 @@ async fn create(s: &Setup, name: &str, spec: serde_json::Value) {
         .expect("create the VaultSecret");
 }
 
+/// The common shape of these tests: a fresh operator identity granted `grants`, an
+/// optional injected fault, the operator started with `flags`, and VaultSecret `app`
+/// reading `kv_name` as key `password`.
+async fn sync_one(
+    s: &Setup,
+    kv_name: &str,
+    grants: &[&str],
+    fault: Option<serde_json::Value>,
+    flags: &[&str],
+) -> (String, Operator) {
+    let client_id = operator_identity(&s.doubles, grants).await;
+    if let Some(fault) = fault {
+        s.doubles.put("/faults", fault).await;
+    }
+    let operator = Operator::start(&s.ns.name, &client_id, flags);
+    create(s, "app", spec_for(&[("password", kv_name)])).await;
+    (client_id, operator)
+}
+
 #[tokio::test]
 async fn access_denied_names_the_identity_and_the_secret_and_warns() {
     let s = setup().await;
     let kv_name = unique("denied");
-    let client_id = operator_identity(&s.doubles, &["some-other-secret"]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (client_id, _operator) = sync_one(&s, &kv_name, &["some-other-secret"], None, &[]).await;
 
     let vsec = wait_reason(&s.vsecs, "app", "AccessDenied").await;
     let ready = vsec.ready_condition().unwrap();
@@ -96,9 +113,7 @@ async fn access_denied_names_the_identity_and_the_secret_and_warns() {
 async fn a_failure_is_retried_with_backoff_not_in_a_loop() {
     let s = setup().await;
     let kv_name = unique("backoff");
-    let client_id = operator_identity(&s.doubles, &["nothing"]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, _operator) = sync_one(&s, &kv_name, &["nothing"], None, &[]).await;
     wait_reason(&s.vsecs, "app", "AccessDenied").await;
     // Each status write (a new Azure request id per attempt) must not trigger another
     // immediate attempt: AccessDenied retries after 30s at the earliest. The first attempt
@@ -115,15 +130,14 @@ async fn a_failure_is_retried_with_backoff_not_in_a_loop() {
 async fn throttling_is_reported_with_retry_after_and_retried() {
     let s = setup().await;
     let kv_name = unique("throttled");
-    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
-    s.doubles
-        .put(
-            "/faults",
-            json!({"secret": kv_name, "kind": "throttle", "retryAfterSeconds": 3}),
-        )
-        .await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, _operator) = sync_one(
+        &s,
+        &kv_name,
+        &[&kv_name],
+        Some(json!({"secret": kv_name, "kind": "throttle", "retryAfterSeconds": 3})),
+        &[],
+    )
+    .await;
 
     let vsec = wait_reason(&s.vsecs, "app", "Throttled").await;
     assert!(
@@ -170,15 +184,14 @@ async fn wait_requests(doubles: &Doubles, kv_name: &str, at_least: u64) {
 async fn a_repeated_failure_warns_once_and_writes_status_once() {
     let s = setup().await;
     let kv_name = unique("repeated");
-    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
-    s.doubles
-        .put(
-            "/faults",
-            json!({"secret": kv_name, "kind": "error", "status": 503}),
-        )
-        .await;
-    let operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, operator) = sync_one(
+        &s,
+        &kv_name,
+        &[&kv_name],
+        Some(json!({"secret": kv_name, "kind": "error", "status": 503})),
+        &[],
+    )
+    .await;
     wait_reason(&s.vsecs, "app", "VaultUnreachable").await;
     // The challenge and three attempts: the failure was seen at least three times.
     wait_requests(&s.doubles, &kv_name, 4).await;
@@ -234,15 +247,14 @@ async fn an_unreachable_vault_is_reported_as_such() {
 async fn a_5xx_from_key_vault_is_reported_as_unreachable() {
     let s = setup().await;
     let kv_name = unique("unavailable");
-    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
-    s.doubles
-        .put(
-            "/faults",
-            json!({"secret": kv_name, "kind": "error", "status": 503}),
-        )
-        .await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, _operator) = sync_one(
+        &s,
+        &kv_name,
+        &[&kv_name],
+        Some(json!({"secret": kv_name, "kind": "error", "status": 503})),
+        &[],
+    )
+    .await;
     let vsec = wait_reason(&s.vsecs, "app", "VaultUnreachable").await;
     assert!(
         vsec.ready_condition().unwrap().message.contains("503"),
@@ -286,9 +298,14 @@ async fn suspend_stops_key_vault_calls_until_lifted() {
 async fn the_operator_identity_can_be_switched_off() {
     let s = setup().await;
     let kv_name = unique("no-operator-identity");
-    let client_id = operator_identity(&s.doubles, &["*"]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &["--allow-operator-identity=false"]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (client_id, _operator) = sync_one(
+        &s,
+        &kv_name,
+        &["*"],
+        None,
+        &["--allow-operator-identity=false"],
+    )
+    .await;
     let vsec = wait_reason(&s.vsecs, "app", "IdentityError").await;
     assert!(
         vsec.ready_condition()
@@ -334,9 +351,7 @@ async fn an_existing_secret_it_does_not_own_is_never_touched() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
-    let client_id = operator_identity(&s.doubles, &["*"]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, _operator) = sync_one(&s, &kv_name, &["*"], None, &[]).await;
 
     let vsec = wait_reason(&s.vsecs, "app", "OwnershipConflict").await;
     assert!(
@@ -640,9 +655,7 @@ async fn throttling_after_a_sync_keeps_the_last_good_data() {
 async fn a_missing_key_vault_secret_is_secret_not_found() {
     let s = setup().await;
     let kv_name = unique("missing");
-    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, _operator) = sync_one(&s, &kv_name, &[&kv_name], None, &[]).await;
     let vsec = wait_reason(&s.vsecs, "app", "SecretNotFound").await;
     assert!(vsec.ready_condition().unwrap().message.contains(&kv_name));
 }
@@ -653,9 +666,7 @@ async fn a_changed_target_name_removes_the_old_owned_secret() {
     let s = setup().await;
     let kv_name = unique("rename");
     seed(&kv_name, "v").await;
-    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let (_, _operator) = sync_one(&s, &kv_name, &[&kv_name], None, &[]).await;
     wait_reason(&s.vsecs, "app", "Synced").await;
     s.vsecs
         .patch(
