@@ -2,7 +2,11 @@
 //! authentication and authorization, which the emulator does not, and injects faults.
 //!
 //! Order per request: count it; challenge without a bearer token; verify the token;
-//! apply an injected fault; check the identity's access to the named secret; forward.
+//! apply an injected fault; check the identity's access to the named secret; forward
+//! (with the client's Host header) to this listener's upstream.
+//!
+//! Each `--vault-listen` is one gateway, paired in order with an `--upstream`; all of them
+//! share one registry (identities, access, faults, counters).
 
 use crate::state::{FaultKind, Registry};
 use crate::tokens::TokenIssuer;
@@ -223,11 +227,10 @@ impl Gateway {
         url.set_path(parts.uri.path());
         url.set_query(parts.uri.query());
         let mut outgoing = self.http.request(parts.method, url);
+        // The client's Host goes along, so ids and nextLinks in the emulator's bodies name
+        // the address the client used, not the upstream's.
         for (name, value) in &parts.headers {
-            if name != hyper::header::HOST
-                && name != hyper::header::AUTHORIZATION
-                && name != hyper::header::CONTENT_LENGTH
-            {
+            if name != hyper::header::AUTHORIZATION && name != hyper::header::CONTENT_LENGTH {
                 outgoing = outgoing.header(name, value);
             }
         }

@@ -1,6 +1,6 @@
 //! Azure test doubles for vaultsync's local environment (dev only): an Entra token
 //! endpoint for workload identity federation, an App Service style managed identity
-//! endpoint, a Key Vault gateway in front of the emulator, and an admin API.
+//! endpoint, Key Vault gateways in front of Key Vault emulators, and an admin API.
 
 mod admin;
 mod gateway;
@@ -22,9 +22,10 @@ struct Args {
     /// TLS listener for the Entra token endpoint and the managed identity endpoint.
     #[arg(long)]
     identity_listen: SocketAddr,
-    /// TLS listener for the Key Vault gateway.
-    #[arg(long)]
-    vault_listen: SocketAddr,
+    /// TLS listener for a Key Vault gateway (repeatable); the i-th forwards to the i-th
+    /// `--upstream`, and answers 502 when it has none.
+    #[arg(long, required = true)]
+    vault_listen: Vec<SocketAddr>,
     /// Plain HTTP listener for the admin API (loopback only).
     #[arg(long)]
     admin_listen: SocketAddr,
@@ -44,9 +45,10 @@ struct Args {
     /// The secret the managed identity endpoint expects in `X-IDENTITY-HEADER`.
     #[arg(long, env = "AZURE_DOUBLES_IDENTITY_HEADER", hide_env_values = true)]
     identity_header: String,
-    /// The Key Vault emulator the gateway forwards authorized requests to.
+    /// The Key Vault emulator a gateway forwards authorized requests to (repeatable,
+    /// paired in order with `--vault-listen`).
     #[arg(long)]
-    upstream: Option<reqwest::Url>,
+    upstream: Vec<reqwest::Url>,
 }
 
 #[tokio::main]
@@ -61,6 +63,13 @@ async fn main() -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     let args = Args::parse();
+    if args.upstream.len() > args.vault_listen.len() {
+        anyhow::bail!(
+            "{} --upstream given for {} --vault-listen; they pair in order",
+            args.upstream.len(),
+            args.vault_listen.len()
+        );
+    }
     if !args.admin_listen.ip().is_loopback() {
         anyhow::bail!(
             "the admin API must listen on loopback, not {}",
@@ -92,13 +101,7 @@ async fn main() -> anyhow::Result<()> {
         tenant_id: args.tenant_id.clone(),
         identity_header: args.identity_header.clone(),
     });
-    let gateway = Arc::new(gateway::Gateway {
-        registry: registry.clone(),
-        tokens,
-        authorization_uri: format!("{authority}/{}", args.tenant_id),
-        upstream: args.upstream.clone(),
-        http,
-    });
+    let authorization_uri = format!("{authority}/{}", args.tenant_id);
 
     let acceptor = tls::acceptor(&args.tls_cert, &args.tls_key)?;
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -107,24 +110,36 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("bind the {what} listener on {addr}"))
     };
     let identity_listener = bind(args.identity_listen, "identity").await?;
-    let vault_listener = bind(args.vault_listen, "vault gateway").await?;
+    let mut gateway_listeners = Vec::new();
+    for addr in &args.vault_listen {
+        gateway_listeners.push(bind(*addr, "vault gateway").await?);
+    }
     let admin_listener = bind(args.admin_listen, "admin").await?;
 
     let identity_service =
         hyper_util::service::TowerToHyperService::new(identity::router(identity_state));
-    let gateway_service = hyper::service::service_fn(move |req| gateway.clone().handle(req));
     tokio::spawn(tls::serve(
         identity_listener,
         acceptor.clone(),
         identity_service,
     ));
-    tokio::spawn(tls::serve(vault_listener, acceptor, gateway_service));
+    for (i, listener) in gateway_listeners.into_iter().enumerate() {
+        let gateway = Arc::new(gateway::Gateway {
+            registry: registry.clone(),
+            tokens: tokens.clone(),
+            authorization_uri: authorization_uri.clone(),
+            upstream: args.upstream.get(i).cloned(),
+            http: http.clone(),
+        });
+        let service = hyper::service::service_fn(move |req| gateway.clone().handle(req));
+        tokio::spawn(tls::serve(listener, acceptor.clone(), service));
+    }
     tracing::info!(
         identity = %args.identity_listen,
-        vault = %args.vault_listen,
+        vault = ?args.vault_listen,
         admin = %args.admin_listen,
         issuer = %args.issuer,
-        upstream = ?args.upstream.as_ref().map(|u| u.as_str()),
+        upstream = ?args.upstream.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
         "azure doubles listening"
     );
 
