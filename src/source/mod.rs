@@ -28,11 +28,26 @@ use time::OffsetDateTime;
 /// One read of one Key Vault secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SecretRequest {
+    /// The vault, e.g. `https://my-vault.vault.azure.net`, without a trailing `/`.
     pub vault_url: String,
     pub identity: IdentityRef,
+    /// The secret's name as the spec spells it (Key Vault ignores its case).
     pub name: String,
     /// `None`: the current version.
     pub version: Option<String>,
+}
+
+impl SecretRequest {
+    /// The key under which reads are shared: the request with its name in lowercase, since
+    /// Key Vault secret names are case-insensitive (`Db-Password` and `db-password` are one
+    /// secret, so one read). Names are ASCII (`^[0-9a-zA-Z-]{1,127}$`), so ASCII lowercase
+    /// is the whole rule. Vault URL, identity and version are kept as they are.
+    pub fn read_key(&self) -> SecretRequest {
+        SecretRequest {
+            name: self.name.to_ascii_lowercase(),
+            ..self.clone()
+        }
+    }
 }
 
 /// What Key Vault returned. `Debug` never shows the value.
@@ -417,12 +432,57 @@ fn to_source_error(
 
 #[async_trait::async_trait]
 impl SecretSource for Arc<KeyVaultSource> {
-    /// Identical reads in flight at the same time share one Key Vault request.
+    /// Identical reads in flight at the same time share one Key Vault request; names that
+    /// differ only in case are identical ([`SecretRequest::read_key`]).
     async fn fetch(&self, request: &SecretRequest) -> Result<Arc<FetchedSecret>, SourceError> {
         let source = self.clone();
         let owned = request.clone();
         self.in_flight
-            .run(request, move || source.read(owned))
+            .run(&request.read_key(), move || source.read(owned))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IdentityRef, SecretRequest};
+
+    fn request(name: &str) -> SecretRequest {
+        SecretRequest {
+            vault_url: "https://v.vault.azure.net".into(),
+            identity: IdentityRef::ServiceAccount {
+                namespace: "team-a".into(),
+                name: "app".into(),
+            },
+            name: name.into(),
+            version: None,
+        }
+    }
+
+    #[test]
+    fn read_keys_ignore_the_case_of_names_only() {
+        let key = request("Db-Password").read_key();
+        assert_eq!(key, request("db-password").read_key());
+        assert_eq!(key, request("DB-PASSWORD").read_key());
+        assert_eq!(key.name, "db-password");
+        assert_eq!(key.vault_url, "https://v.vault.azure.net");
+        // The request itself keeps the spelling it was given.
+        assert_eq!(request("Db-Password").name, "Db-Password");
+        assert_ne!(key, request("db-password2").read_key());
+        let pinned = SecretRequest {
+            version: Some("0".repeat(32)),
+            ..request("db-password")
+        };
+        assert_ne!(key, pinned.read_key());
+        let other_identity = SecretRequest {
+            identity: IdentityRef::Operator,
+            ..request("db-password")
+        };
+        assert_ne!(key, other_identity.read_key());
+        let other_vault = SecretRequest {
+            vault_url: "https://w.vault.azure.net".into(),
+            ..request("db-password")
+        };
+        assert_ne!(key, other_vault.read_key());
     }
 }
