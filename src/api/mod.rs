@@ -136,11 +136,15 @@ pub struct RemoteRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9a-f]{32})?$"))]
     pub version: Option<String>,
-    /// Take this top-level field of a JSON object value instead of the whole value.
+    /// Take one field of a JSON value instead of the whole value: a top-level key of a
+    /// JSON object (dots are part of the key), or, starting with `/`, an RFC 6901 JSON
+    /// Pointer (e.g. `/db/port`). A string gives its text, any other JSON value its exact
+    /// source text; `null` or absent is `PropertyNotFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub property: Option<String>,
-    /// How the value is encoded in Key Vault: `None` (as is) or `Base64` (decoded first).
+    /// How the value is encoded in Key Vault: `None` (as is) or `Base64` (standard or
+    /// URL-safe alphabet, padding optional, whitespace ignored; decoded after `property`).
     #[serde(default)]
     pub decoding: Decoding,
 }

@@ -3,26 +3,45 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Why `Ready` is what it is; [`Reason::as_str`] is the stable wire string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Reason {
+    /// Every key was written (or already held the right bytes).
     Synced,
+    /// `spec.suspend` is true: no Key Vault reads, no writes.
     Suspended,
+    /// The spec cannot be used, or the API server refused the Secret it describes.
     InvalidSpec,
+    /// Key Vault has no such secret or version (404).
     SecretNotFound,
+    /// The Key Vault secret version is disabled.
     SecretDisabled,
+    /// The Key Vault secret version's `exp` (expiry) has passed.
     SecretExpired,
+    /// `remoteRef.property` names nothing (absent or `null`), or the value is not JSON.
     PropertyNotFound,
+    /// `decoding: Base64` on a value that is not Base64.
     DecodingFailed,
+    /// Key Vault answered 401 or 403 for the identity.
     AccessDenied,
+    /// No token could be had for the identity.
     IdentityError,
+    /// Key Vault answered 429.
     Throttled,
+    /// Network error, timeout or 5xx from Key Vault.
     VaultUnreachable,
+    /// The target Secret exists and belongs to someone else.
     OwnershipConflict,
+    /// The values would exceed a Secret's 1 MiB; nothing was written.
     SecretTooLarge,
+    /// The Key Vault secret version's `nbf` (not before) is still in the future; synced
+    /// once that time comes.
+    SecretNotYetValid,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    /// Every reason, in the order they were added.
+    pub const ALL: [Reason; 15] = [
         Reason::Synced,
         Reason::Suspended,
         Reason::InvalidSpec,
@@ -37,8 +56,10 @@ impl Reason {
         Reason::VaultUnreachable,
         Reason::OwnershipConflict,
         Reason::SecretTooLarge,
+        Reason::SecretNotYetValid,
     ];
 
+    /// The condition reason, Event reason and metric label; never changes once released.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Synced => "Synced",
@@ -55,6 +76,7 @@ impl Reason {
             Reason::VaultUnreachable => "VaultUnreachable",
             Reason::OwnershipConflict => "OwnershipConflict",
             Reason::SecretTooLarge => "SecretTooLarge",
+            Reason::SecretNotYetValid => "SecretNotYetValid",
         }
     }
 
@@ -83,5 +105,36 @@ mod tests {
         for reason in Reason::ALL {
             assert_eq!(format!("{reason:?}"), reason.as_str());
         }
+    }
+
+    /// `ALL` lists each reason once. The exhaustive match stops compiling when a variant
+    /// is added, as a reminder to add it to `ALL` (and to the README's table).
+    #[test]
+    fn all_lists_every_reason_once() {
+        fn listed(reason: Reason) -> bool {
+            match reason {
+                Reason::Synced
+                | Reason::Suspended
+                | Reason::InvalidSpec
+                | Reason::SecretNotFound
+                | Reason::SecretDisabled
+                | Reason::SecretExpired
+                | Reason::PropertyNotFound
+                | Reason::DecodingFailed
+                | Reason::AccessDenied
+                | Reason::IdentityError
+                | Reason::Throttled
+                | Reason::VaultUnreachable
+                | Reason::OwnershipConflict
+                | Reason::SecretTooLarge
+                | Reason::SecretNotYetValid => {
+                    Reason::ALL.iter().filter(|r| **r == reason).count() == 1
+                }
+            }
+        }
+        assert!(Reason::ALL.into_iter().all(listed));
+        assert!(listed(Reason::SecretNotYetValid));
+        assert_eq!(Reason::SecretNotYetValid.as_str(), "SecretNotYetValid");
+        assert!(!Reason::SecretNotYetValid.is_transient());
     }
 }

@@ -3,15 +3,22 @@
 
 use crate::api::{Decoding, READY, Reason};
 use crate::source::{FetchedSecret, SecretBytes};
-use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{DecodeError, Engine as _, alphabet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use zeroize::Zeroizing;
 
-/// Kubernetes refuses Secrets over 1 MiB in total; keep a margin for metadata.
-pub const MAX_SECRET_DATA_BYTES: usize = 1024 * 1024 - 16 * 1024;
+/// The most bytes a Secret's data may hold, counting the values only (keys, metadata and
+/// the Base64 of the wire format do not count): the API server's own rule, from
+/// k8s.io/kubernetes `pkg/apis/core/validation` `ValidateSecret` (`totalSize +=
+/// len(value)` over `Data`, refused when `totalSize > core.MaxSecretSize`) and
+/// `pkg/apis/core/types.go` (`MaxSecretSize = 1 * 1024 * 1024`).
+pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
 /// Refreshes are spread over up to this fraction of the interval, by object uid.
 const JITTER_FRACTION: f64 = 0.1;
 
@@ -111,52 +118,78 @@ pub fn plan_read(input: &PlanInput<'_>) -> ReadPlan {
     }
 }
 
-/// Why a fetched value cannot be written; the key names which entry.
+/// Why a fetched value cannot be written; the key names which entry. Messages name the
+/// key, the Key Vault secret, the property and dates, never any part of the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
+    /// The version is disabled (`attributes.enabled` false).
     #[error("key '{key}': Key Vault secret '{name}' is disabled")]
     Disabled { key: String, name: String },
+    /// The version's `exp` is at or before now; `at` is it in RFC 3339.
     #[error("key '{key}': Key Vault secret '{name}' expired at {at}")]
     Expired {
         key: String,
         name: String,
         at: String,
     },
-    #[error("key '{key}': Key Vault secret '{name}' is not valid before {at}")]
+    /// The version's `nbf` is still ahead; it becomes valid by itself at `not_before`.
+    #[error(
+        "key '{key}': Key Vault secret '{name}' is not valid before {}",
+        rfc3339(*.not_before)
+    )]
     NotYetValid {
         key: String,
         name: String,
-        at: String,
+        not_before: time::OffsetDateTime,
     },
-    #[error("key '{key}': Key Vault secret '{name}' has no property '{property}'{why}")]
+    /// `property` names nothing to write; `why` says what was found instead.
+    #[error("key '{key}': Key Vault secret '{name}' has no property '{property}' ({why})")]
     PropertyNotFound {
         key: String,
         name: String,
         property: String,
-        why: String,
+        why: PropertyMiss,
     },
+    /// `decoding: Base64` on a value that is not Base64; `why` says where, not what.
     #[error("key '{key}': Key Vault secret '{name}' is not valid Base64: {why}")]
     DecodingFailed {
         key: String,
         name: String,
-        why: String,
+        why: Base64Error,
     },
 }
 
 impl ValueError {
+    /// The condition reason for this failure.
     pub fn reason(&self) -> Reason {
         match self {
             ValueError::Disabled { .. } => Reason::SecretDisabled,
-            // Reasons are a closed set; a secret outside its validity window, on either
-            // side, is reported as expired with a message that says which side.
-            ValueError::Expired { .. } | ValueError::NotYetValid { .. } => Reason::SecretExpired,
+            ValueError::Expired { .. } => Reason::SecretExpired,
+            ValueError::NotYetValid { .. } => Reason::SecretNotYetValid,
             ValueError::PropertyNotFound { .. } => Reason::PropertyNotFound,
             ValueError::DecodingFailed { .. } => Reason::DecodingFailed,
+        }
+    }
+
+    /// How long until this failure passes by itself, when that time is known: for a
+    /// version not valid yet, the time until its `nbf`. `None` for every other failure.
+    pub fn passes_in(&self, now: time::OffsetDateTime) -> Option<Duration> {
+        match self {
+            ValueError::NotYetValid { not_before, .. } => {
+                Duration::try_from(*not_before - now).ok()
+            }
+            _ => None,
         }
     }
 }
 
 /// The bytes to write for one entry: validity checked, property extracted, decoded.
+///
+/// Rules, in this order: a disabled version is [`ValueError::Disabled`]; `exp` at or
+/// before `now` is [`ValueError::Expired`]; `nbf` after `now` is
+/// [`ValueError::NotYetValid`]; then `property` (see [`extract_property`]; `None` or `""`
+/// takes the whole value, byte for byte, a byte order mark included); then `decoding`
+/// (see [`decode_base64`]; [`Decoding::None`] never decodes).
 pub fn entry_value(
     key: &str,
     name: &str,
@@ -178,58 +211,238 @@ pub fn entry_value(
             at: rfc3339(exp),
         });
     }
-    if let Some(nbf) = fetched.not_before.filter(|nbf| *nbf > now) {
+    if let Some(not_before) = fetched.not_before.filter(|nbf| *nbf > now) {
         let (key, name) = ctx();
         return Err(ValueError::NotYetValid {
             key,
             name,
-            at: rfc3339(nbf),
+            not_before,
         });
     }
     let raw = match property.filter(|p| !p.is_empty()) {
         None => fetched.value.clone(),
-        Some(property) => {
-            let not_found = |why: &str| {
-                let (key, name) = ctx();
-                ValueError::PropertyNotFound {
-                    key,
-                    name,
-                    property: property.to_owned(),
-                    why: why.to_owned(),
-                }
-            };
-            let parsed: serde_json::Value = serde_json::from_slice(fetched.value.expose())
-                .map_err(|_| not_found(" (the value is not JSON)"))?;
-            match parsed.get(property) {
-                None => return Err(not_found("")),
-                Some(serde_json::Value::String(s)) => SecretBytes::new(s.clone().into_bytes()),
-                Some(serde_json::Value::Null) => return Err(not_found(" (it is null)")),
-                Some(other) => SecretBytes::new(other.to_string().into_bytes()),
+        Some(property) => extract_property(fetched.value.expose(), property).map_err(|why| {
+            let (key, name) = ctx();
+            ValueError::PropertyNotFound {
+                key,
+                name,
+                property: property.to_owned(),
+                why,
             }
-        }
+        })?,
     };
     match decoding {
         Decoding::None => Ok(raw),
-        Decoding::Base64 => {
-            let text: Vec<u8> = raw
-                .expose()
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(&text)
-                .map(SecretBytes::new)
-                .map_err(|e| {
-                    let (key, name) = ctx();
-                    ValueError::DecodingFailed {
-                        key,
-                        name,
-                        why: e.to_string(),
-                    }
-                })
-        }
+        Decoding::Base64 => decode_base64(raw.expose()).map_err(|why| {
+            let (key, name) = ctx();
+            ValueError::DecodingFailed { key, name, why }
+        }),
     }
+}
+
+/// The UTF-8 byte order mark, which some editors put before a JSON document.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why `property` found nothing to write (the part of the message after "has no
+/// property"). Says nothing about the value beyond its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PropertyMiss {
+    /// The value (after one optional byte order mark) is not one JSON document.
+    #[error("the value is not JSON")]
+    NotJson,
+    /// A top-level `property` on a JSON value that is an array, a string, a number, …
+    #[error("the value is JSON but not a JSON object")]
+    NotAnObject,
+    /// No such key (or, for a pointer, nothing at that path).
+    #[error("it is absent")]
+    Absent,
+    /// The key (or the pointer's target) is there with the value `null`.
+    #[error("it is null")]
+    Null,
+    /// A property starting with `/` that is not an RFC 6901 JSON Pointer (`~` must be
+    /// followed by `0` or `1`).
+    #[error("not a valid JSON Pointer: '~' must be followed by '0' or '1'")]
+    InvalidPointer,
+}
+
+/// Takes one field of a JSON value.
+///
+/// - A property not starting with `/` is one top-level key of a JSON object, dots and all
+///   (`db.host` is the key `db.host`, not a path).
+/// - A property starting with `/` is an RFC 6901 JSON Pointer (`~1` is `/`, `~0` is `~`,
+///   array elements by decimal index without leading zeros; `-` points to nothing).
+/// - A JSON string gives its unescaped text (UTF-8); any other JSON value gives its exact
+///   source text, spacing and number spelling as they stand in the value.
+/// - One leading UTF-8 byte order mark (EF BB BF) is skipped before parsing.
+///
+/// Errors: [`PropertyMiss`]; `null` counts as missing.
+pub fn extract_property(value: &[u8], property: &str) -> Result<SecretBytes, PropertyMiss> {
+    let json = value.strip_prefix(UTF8_BOM).unwrap_or(value);
+    let text = std::str::from_utf8(json).map_err(|_| PropertyMiss::NotJson)?;
+    let root: &RawValue = serde_json::from_str(text).map_err(|_| PropertyMiss::NotJson)?;
+    let target = if property.starts_with('/') {
+        let pointer =
+            jsonptr::Pointer::parse(property).map_err(|_| PropertyMiss::InvalidPointer)?;
+        let mut current = root;
+        for token in pointer.tokens() {
+            current = match json_kind(current) {
+                JsonKind::Object => member(current, &token.decoded())?,
+                JsonKind::Array => element(current, &token)?,
+                _ => None,
+            }
+            .ok_or(PropertyMiss::Absent)?;
+        }
+        current
+    } else {
+        if json_kind(root) != JsonKind::Object {
+            return Err(PropertyMiss::NotAnObject);
+        }
+        member(root, property)?.ok_or(PropertyMiss::Absent)?
+    };
+    match json_kind(target) {
+        JsonKind::Null => Err(PropertyMiss::Null),
+        JsonKind::String => serde_json::from_str::<String>(target.get())
+            .map(SecretBytes::from_string)
+            .map_err(|_| PropertyMiss::NotJson),
+        _ => Ok(SecretBytes::new(target.get().as_bytes().to_vec())),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonKind {
+    Object,
+    Array,
+    String,
+    Null,
+    /// Numbers and booleans.
+    Scalar,
+}
+
+/// The kind of a parsed JSON value, from its first byte (a `RawValue` starts at its value,
+/// never at whitespace).
+fn json_kind(raw: &RawValue) -> JsonKind {
+    match raw.get().as_bytes().first() {
+        Some(b'{') => JsonKind::Object,
+        Some(b'[') => JsonKind::Array,
+        Some(b'"') => JsonKind::String,
+        Some(b'n') => JsonKind::Null,
+        _ => JsonKind::Scalar,
+    }
+}
+
+/// The member `key` of a JSON object; of duplicate keys the last counts, as in
+/// `serde_json::Value`.
+fn member<'a>(object: &'a RawValue, key: &str) -> Result<Option<&'a RawValue>, PropertyMiss> {
+    let members: HashMap<String, &RawValue> =
+        serde_json::from_str(object.get()).map_err(|_| PropertyMiss::NotJson)?;
+    Ok(members.get(key).copied())
+}
+
+/// The element a pointer token names in a JSON array; `None` for `-`, a bad index or one
+/// past the end.
+fn element<'a>(
+    array: &'a RawValue,
+    token: &jsonptr::Token<'_>,
+) -> Result<Option<&'a RawValue>, PropertyMiss> {
+    let elements: Vec<&RawValue> =
+        serde_json::from_str(array.get()).map_err(|_| PropertyMiss::NotJson)?;
+    Ok(token
+        .to_index()
+        .ok()
+        .and_then(|index| index.for_len(elements.len()).ok())
+        .map(|i| elements[i]))
+}
+
+/// Why a value is not Base64. Says where, never what: no character of the value appears
+/// in the message (the `base64` crate's own errors quote the offending byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Base64Error {
+    /// `+` or `/` and `-` or `_` in one value: neither alphabet alone decodes it.
+    #[error("it mixes the standard (+/) and URL-safe (-_) alphabets")]
+    MixedAlphabets,
+    /// A byte outside the alphabet, or `=` where padding cannot be; `offset` counts bytes
+    /// of the value as stored, whitespace included.
+    #[error("invalid character at offset {offset}")]
+    InvalidCharacter { offset: usize },
+    /// A number of Base64 characters no encoder produces (4n+1).
+    #[error("its length is impossible for Base64 (one character too many or too few)")]
+    InvalidLength,
+    /// The last character carries bits that no encoder sets (a truncated or altered value).
+    #[error("the last character, at offset {offset}, is not a valid final Base64 character")]
+    InvalidLastCharacter { offset: usize },
+    /// Padding that is there but incomplete (`aGVsbA=`).
+    #[error("incomplete padding ('=')")]
+    InvalidPadding,
+}
+
+/// A Base64 engine for one alphabet and one padding mode; final bits must be canonical.
+const fn base64_engine(
+    alphabet: &alphabet::Alphabet,
+    padding: DecodePaddingMode,
+) -> GeneralPurpose {
+    GeneralPurpose::new(
+        alphabet,
+        GeneralPurposeConfig::new().with_decode_padding_mode(padding),
+    )
+}
+
+/// The standard (RFC 4648 §4) and URL-safe (§5) alphabets, each padded (fully) or not at all.
+const BASE64_STANDARD_PADDED: GeneralPurpose =
+    base64_engine(&alphabet::STANDARD, DecodePaddingMode::RequireCanonical);
+const BASE64_STANDARD_UNPADDED: GeneralPurpose =
+    base64_engine(&alphabet::STANDARD, DecodePaddingMode::RequireNone);
+const BASE64_URL_SAFE_PADDED: GeneralPurpose =
+    base64_engine(&alphabet::URL_SAFE, DecodePaddingMode::RequireCanonical);
+const BASE64_URL_SAFE_UNPADDED: GeneralPurpose =
+    base64_engine(&alphabet::URL_SAFE, DecodePaddingMode::RequireNone);
+
+/// Decodes `decoding: Base64`: the standard or the URL-safe alphabet, padded or not, with
+/// ASCII whitespace (space, tab, CR, LF, form feed) ignored anywhere, so PEM-style line
+/// breaks decode. Padding, when there is any, is complete (`aGVsbA==`, not `aGVsbA=`).
+/// A value using characters of both alphabets is refused ([`Base64Error::MixedAlphabets`]):
+/// no encoder writes that, so it points to a corrupted or concatenated value rather than
+/// one to guess at. Empty (or all-whitespace) decodes to zero bytes.
+pub fn decode_base64(value: &[u8]) -> Result<SecretBytes, Base64Error> {
+    let text: Zeroizing<Vec<u8>> = Zeroizing::new(
+        value
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
+    let standard = text.iter().any(|b| matches!(b, b'+' | b'/'));
+    let url_safe = text.iter().any(|b| matches!(b, b'-' | b'_'));
+    let padded = text.last() == Some(&b'=');
+    let engine = match (standard, url_safe, padded) {
+        (true, true, _) => return Err(Base64Error::MixedAlphabets),
+        (false, true, true) => &BASE64_URL_SAFE_PADDED,
+        (false, true, false) => &BASE64_URL_SAFE_UNPADDED,
+        (_, false, true) => &BASE64_STANDARD_PADDED,
+        (_, false, false) => &BASE64_STANDARD_UNPADDED,
+    };
+    // The offsets the engine reports count the text without whitespace; report them in
+    // the value as stored, where a user can find them.
+    let in_value = |offset: usize| {
+        value
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_ascii_whitespace())
+            .nth(offset)
+            .map_or(offset, |(i, _)| i)
+    };
+    engine
+        .decode(text.as_slice())
+        .map(SecretBytes::new)
+        .map_err(|e| match e {
+            DecodeError::InvalidByte(offset, _) => Base64Error::InvalidCharacter {
+                offset: in_value(offset),
+            },
+            DecodeError::InvalidLength(_) => Base64Error::InvalidLength,
+            DecodeError::InvalidLastSymbol(offset, _) => Base64Error::InvalidLastCharacter {
+                offset: in_value(offset),
+            },
+            DecodeError::InvalidPadding => Base64Error::InvalidPadding,
+        })
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -254,8 +467,31 @@ pub fn data_hash<'a>(data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Str
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The size of Secret data as the API server counts it: the values' bytes, keys not
+/// included (see [`MAX_SECRET_SIZE`]).
 pub fn total_size(data: &BTreeMap<String, SecretBytes>) -> usize {
-    data.iter().map(|(k, v)| k.len() + v.len()).sum()
+    data.values().map(SecretBytes::len).sum()
+}
+
+/// Data the API server would refuse for its size; the message gives sizes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the synced values would be {size} bytes; a Kubernetes Secret holds at most {MAX_SECRET_SIZE} bytes of values"
+)]
+pub struct TooLarge {
+    /// [`total_size`] of the data, in bytes.
+    pub size: usize,
+}
+
+/// Checks, before any write, that the API server would accept this much data: at most
+/// [`MAX_SECRET_SIZE`] bytes of values. Returns the size.
+pub fn check_size(data: &BTreeMap<String, SecretBytes>) -> Result<usize, TooLarge> {
+    let size = total_size(data);
+    if size > MAX_SECRET_SIZE {
+        Err(TooLarge { size })
+    } else {
+        Ok(size)
+    }
 }
 
 /// The `Ready` condition for this outcome, keeping `lastTransitionTime` when neither the
@@ -302,11 +538,15 @@ pub fn without_request_id(message: &str) -> String {
 
 /// How long to wait before retrying a failure: the time since the condition turned
 /// False, bounded, so retries slow down geometrically without per-object state.
+/// `retry_after` (Key Vault's `Retry-After`) is a floor; `passes_in` (the time until a
+/// secret's `nbf`, see [`ValueError::passes_in`]) is a ceiling, so a version that becomes
+/// valid is synced then, not a backoff later.
 pub fn retry_delay(
     reason: Reason,
     failing_since: Option<Timestamp>,
     now: Timestamp,
     retry_after: Option<Duration>,
+    passes_in: Option<Duration>,
 ) -> Duration {
     let (min, max) = if reason.is_transient() {
         (Duration::from_secs(5), Duration::from_secs(300))
@@ -316,7 +556,10 @@ pub fn retry_delay(
     let elapsed = failing_since
         .map(|t| now.duration_since(t).unsigned_abs())
         .unwrap_or_default();
-    elapsed.clamp(min, max).max(retry_after.unwrap_or_default())
+    elapsed
+        .clamp(min, max)
+        .max(retry_after.unwrap_or_default())
+        .min(passes_in.unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]
@@ -422,76 +665,354 @@ mod tests {
         );
     }
 
-    #[test]
-    fn property_extraction_and_decoding() {
-        let json = fetched(r#"{"user":"app","password":"s3cret","port":5432}"#);
-        let v = entry_value("k", "db", Some("password"), Decoding::None, &json, now()).unwrap();
-        assert_eq!(v.expose(), b"s3cret");
-        let v = entry_value("k", "db", Some("port"), Decoding::None, &json, now()).unwrap();
-        assert_eq!(v.expose(), b"5432");
-        let e = entry_value("k", "db", Some("missing"), Decoding::None, &json, now()).unwrap_err();
-        assert_eq!(e.reason(), Reason::PropertyNotFound);
-        let e = entry_value(
-            "k",
-            "db",
-            Some("x"),
-            Decoding::None,
-            &fetched("plain"),
-            now(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not JSON"), "{e}");
-        assert!(
-            !e.to_string().contains("plain"),
-            "no value in messages: {e}"
-        );
+    const DOC: &str = r#"{"db.host":"h","port":5432,"tls":true,"opts":{"a": 1},"nil":null,"empty":"","list":[10,{"x":"y"}],"a/b":"slash","m~n":"tilde","esc":"line\nquote\"A"}"#;
 
+    fn property(value: &[u8], property: &str) -> Result<Vec<u8>, PropertyMiss> {
+        extract_property(value, property).map(|v| v.expose().to_vec())
+    }
+
+    #[test]
+    fn a_property_is_one_top_level_key_with_exact_text() {
+        let doc = DOC.as_bytes();
+        assert_eq!(property(doc, "db.host"), Ok(b"h".to_vec()));
+        assert_eq!(property(doc, "port"), Ok(b"5432".to_vec()));
+        assert_eq!(property(doc, "tls"), Ok(b"true".to_vec()));
+        assert_eq!(property(doc, "opts"), Ok(br#"{"a": 1}"#.to_vec()));
+        assert_eq!(property(doc, "empty"), Ok(Vec::new()));
+        assert_eq!(property(doc, "list"), Ok(br#"[10,{"x":"y"}]"#.to_vec()));
+        assert_eq!(property(doc, "esc"), Ok(b"line\nquote\"A".to_vec()));
+        assert_eq!(property(doc, "nil"), Err(PropertyMiss::Null));
+        assert_eq!(property(doc, "missing"), Err(PropertyMiss::Absent));
+        // Dots are part of the key, never a path.
+        assert_eq!(
+            property(br#"{"db":{"host":"x"}}"#, "db.host"),
+            Err(PropertyMiss::Absent)
+        );
+        // Number spelling and spacing around the document stay as they are.
+        assert_eq!(
+            property(b" \n{ \"n\" : 1.50e3 , \"s\":\"\\u00e9\" }\n", "n"),
+            Ok(b"1.50e3".to_vec())
+        );
+        assert_eq!(
+            property(br#"{"s":"\u00e9"}"#, "s"),
+            Ok("é".as_bytes().to_vec())
+        );
+        // Of duplicate keys the last counts, as everywhere in serde_json.
+        assert_eq!(property(br#"{"k":"1","k":"2"}"#, "k"), Ok(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_property_needs_a_json_object() {
+        assert_eq!(property(b"plain", "x"), Err(PropertyMiss::NotJson));
+        assert_eq!(property(b"", "x"), Err(PropertyMiss::NotJson));
+        assert_eq!(
+            property(b"{\"a\":1} trailing", "a"),
+            Err(PropertyMiss::NotJson)
+        );
+        assert_eq!(property(b"\xff{}", "a"), Err(PropertyMiss::NotJson));
+        assert_eq!(property(b"[1,2]", "0"), Err(PropertyMiss::NotAnObject));
+        assert_eq!(property(b"\"text\"", "a"), Err(PropertyMiss::NotAnObject));
+        assert_eq!(property(b"null", "a"), Err(PropertyMiss::NotAnObject));
+    }
+
+    #[test]
+    fn a_property_starting_with_a_slash_is_a_json_pointer() {
+        let doc = DOC.as_bytes();
+        assert_eq!(property(doc, "/opts/a"), Ok(b"1".to_vec()));
+        assert_eq!(property(doc, "/opts"), Ok(br#"{"a": 1}"#.to_vec()));
+        assert_eq!(property(doc, "/db.host"), Ok(b"h".to_vec()));
+        assert_eq!(property(doc, "/list/0"), Ok(b"10".to_vec()));
+        assert_eq!(property(doc, "/list/1/x"), Ok(b"y".to_vec()));
+        assert_eq!(property(doc, "/a~1b"), Ok(b"slash".to_vec()));
+        assert_eq!(property(doc, "/m~0n"), Ok(b"tilde".to_vec()));
+        assert_eq!(property(doc, "/empty"), Ok(Vec::new()));
+        assert_eq!(property(doc, "/nil"), Err(PropertyMiss::Null));
+        assert_eq!(property(doc, "/list/2"), Err(PropertyMiss::Absent));
+        assert_eq!(property(doc, "/list/-"), Err(PropertyMiss::Absent));
+        assert_eq!(property(doc, "/list/01"), Err(PropertyMiss::Absent));
+        assert_eq!(property(doc, "/list/x"), Err(PropertyMiss::Absent));
+        assert_eq!(property(doc, "/port/0"), Err(PropertyMiss::Absent));
+        assert_eq!(property(doc, "/opts/b"), Err(PropertyMiss::Absent));
+        assert_eq!(property(doc, "/m~2n"), Err(PropertyMiss::InvalidPointer));
+        // "/" is the key "" of the top-level object.
+        assert_eq!(property(br#"{"":"e"}"#, "/"), Ok(b"e".to_vec()));
+        // A pointer may start at an array.
+        assert_eq!(property(br#"["a","b"]"#, "/1"), Ok(b"b".to_vec()));
+        assert_eq!(property(b"plain", "/a"), Err(PropertyMiss::NotJson));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_for_properties_only() {
+        let with_bom = b"\xEF\xBB\xBF{\"a\":\"b\"}";
+        assert_eq!(property(with_bom, "a"), Ok(b"b".to_vec()));
+        assert_eq!(property(with_bom, "/a"), Ok(b"b".to_vec()));
+        // One mark only.
+        assert_eq!(
+            property(b"\xEF\xBB\xBF\xEF\xBB\xBF{}", "a"),
+            Err(PropertyMiss::NotJson)
+        );
         let v = entry_value(
             "k",
-            "cert",
+            "n",
             None,
-            Decoding::Base64,
-            &fetched("aGVs\nbG8="),
+            Decoding::None,
+            &fetched("\u{feff}{\"a\":\"b\"}"),
             now(),
         )
         .unwrap();
-        assert_eq!(v.expose(), b"hello");
-        let e = entry_value(
+        assert_eq!(v.expose(), with_bom);
+        let v = entry_value(
             "k",
-            "cert",
-            None,
-            Decoding::Base64,
-            &fetched("not base64!"),
+            "n",
+            Some(""),
+            Decoding::None,
+            &fetched("\u{feff}x"),
             now(),
         )
-        .unwrap_err();
-        assert_eq!(e.reason(), Reason::DecodingFailed);
-        assert!(
-            !e.to_string().contains("not base64!"),
-            "no value in messages: {e}"
+        .unwrap();
+        assert_eq!(
+            v.expose(),
+            b"\xEF\xBB\xBFx",
+            "an empty property is the whole value"
+        );
+    }
+
+    fn base64(value: &[u8]) -> Result<Vec<u8>, Base64Error> {
+        decode_base64(value).map(|v| v.expose().to_vec())
+    }
+
+    #[test]
+    fn base64_takes_both_alphabets_with_or_without_padding() {
+        assert_eq!(base64(b"+/8="), Ok(vec![0xFB, 0xFF]));
+        assert_eq!(base64(b"+/8"), Ok(vec![0xFB, 0xFF]));
+        assert_eq!(base64(b"-_8"), Ok(vec![0xFB, 0xFF]));
+        assert_eq!(base64(b"-_8="), Ok(vec![0xFB, 0xFF]));
+        assert_eq!(base64(b"aGVs\nbG8="), Ok(b"hello".to_vec()));
+        assert_eq!(base64(b"aGVsbG8"), Ok(b"hello".to_vec()));
+        assert_eq!(base64(b"aGVsbA=="), Ok(b"hell".to_vec()));
+        assert_eq!(base64(b"aGVsbA"), Ok(b"hell".to_vec()));
+        assert_eq!(base64(b" aG\r\nVs\tbG8=\n"), Ok(b"hello".to_vec()));
+        assert_eq!(base64(b""), Ok(Vec::new()));
+        assert_eq!(base64(b"\n"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn base64_refuses_everything_else_and_says_where() {
+        assert_eq!(base64(b"+/-_"), Err(Base64Error::MixedAlphabets));
+        assert_eq!(
+            base64(b"aGVs\nbG8!"),
+            Err(Base64Error::InvalidCharacter { offset: 8 })
+        );
+        assert_eq!(base64(b"aGVsb"), Err(Base64Error::InvalidLength));
+        assert_eq!(
+            base64(b"aGVsbG9="),
+            Err(Base64Error::InvalidLastCharacter { offset: 6 })
+        );
+        assert_eq!(base64(b"aGVsbA="), Err(Base64Error::InvalidPadding));
+        assert_eq!(
+            base64(b"aGVsbG8=="),
+            Err(Base64Error::InvalidCharacter { offset: 7 })
+        );
+        assert_eq!(
+            base64(b"aGVs=bG8"),
+            Err(Base64Error::InvalidCharacter { offset: 4 })
+        );
+        assert_eq!(
+            base64(b"aGVs\x0bbG8="),
+            Err(Base64Error::InvalidCharacter { offset: 4 }),
+            "vertical tab is not ASCII whitespace"
+        );
+        assert_eq!(
+            Base64Error::InvalidCharacter { offset: 8 }.to_string(),
+            "invalid character at offset 8"
         );
     }
 
     #[test]
+    fn decoding_none_never_decodes() {
+        let v = entry_value("k", "n", None, Decoding::None, &fetched("123456"), now()).unwrap();
+        assert_eq!(v.expose(), b"123456");
+        let v = entry_value(
+            "k",
+            "n",
+            None,
+            Decoding::Base64,
+            &fetched("MTIzNDU2"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(v.expose(), b"123456");
+        // The property is taken first, then decoded.
+        let json = fetched(r#"{"cert":"aGVs\nbG8="}"#);
+        let v = entry_value("k", "n", Some("cert"), Decoding::Base64, &json, now()).unwrap();
+        assert_eq!(v.expose(), b"hello");
+    }
+
+    #[test]
+    fn entry_errors_have_exact_reasons_and_messages() {
+        let json = fetched(DOC);
+        let e = entry_value("k", "db", Some("nil"), Decoding::None, &json, now()).unwrap_err();
+        assert_eq!(e.reason(), Reason::PropertyNotFound);
+        assert_eq!(
+            e.to_string(),
+            "key 'k': Key Vault secret 'db' has no property 'nil' (it is null)"
+        );
+        let e = entry_value("k", "db", Some("gone"), Decoding::None, &json, now()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "key 'k': Key Vault secret 'db' has no property 'gone' (it is absent)"
+        );
+        let e =
+            entry_value("k", "db", Some("x"), Decoding::None, &fetched("[1]"), now()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "key 'k': Key Vault secret 'db' has no property 'x' (the value is JSON but not a JSON object)"
+        );
+        let e = entry_value("k", "db", None, Decoding::Base64, &fetched("a!"), now()).unwrap_err();
+        assert_eq!(e.reason(), Reason::DecodingFailed);
+        assert_eq!(
+            e.to_string(),
+            "key 'k': Key Vault secret 'db' is not valid Base64: invalid character at offset 1"
+        );
+    }
+
+    #[test]
+    fn no_error_message_contains_the_value() {
+        const MARK: &str = "M4rk3r";
+        let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let t = now();
+        let mut disabled = fetched(MARK);
+        disabled.enabled = Some(false);
+        let mut expired = fetched(MARK);
+        expired.expires = Some(t - time::Duration::hours(1));
+        let mut future = fetched(MARK);
+        future.not_before = Some(t + time::Duration::hours(1));
+        let marked_json = format!(r#"{{"{MARK}":"{MARK}","n":null,"s":"{MARK}!"}}"#);
+        let cases = [
+            (disabled, None, Decoding::None),
+            (expired, None, Decoding::None),
+            (future, None, Decoding::None),
+            (fetched(MARK), Some("p"), Decoding::None),
+            (fetched(&format!("[\"{MARK}\"]")), Some("p"), Decoding::None),
+            (fetched(&marked_json), Some("n"), Decoding::None),
+            (fetched(&marked_json), Some("absent"), Decoding::None),
+            (fetched(&marked_json), Some("/s/0"), Decoding::None),
+            (fetched(&marked_json), Some("/~x"), Decoding::None),
+            (fetched(&marked_json), Some("s"), Decoding::Base64),
+            (fetched(&format!("{MARK}+-")), None, Decoding::Base64),
+            (fetched(&format!("{MARK}!")), None, Decoding::Base64),
+            (fetched(&format!("{MARK}=")), None, Decoding::Base64),
+            (fetched("TWFya2VyU"), None, Decoding::Base64),
+            (fetched("TWFya2Vy=="), None, Decoding::Base64),
+            (fetched("TWFya2VyZ"), None, Decoding::Base64),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (secret, property, decoding) in cases {
+            let e = entry_value("k", "n", property, decoding, &secret, t).unwrap_err();
+            seen.insert(std::mem::discriminant(&e));
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(MARK), "a value in: {shown}");
+            assert!(!shown.contains("Marker"), "a decoded value in: {shown}");
+        }
+        // Every variant of ValueError, and of its parts, was among the cases.
+        let variants = [
+            ValueError::Disabled {
+                key: "k".into(),
+                name: "n".into(),
+            },
+            ValueError::Expired {
+                key: "k".into(),
+                name: "n".into(),
+                at: String::new(),
+            },
+            ValueError::NotYetValid {
+                key: "k".into(),
+                name: "n".into(),
+                not_before: at,
+            },
+        ];
+        for v in &variants {
+            assert!(seen.contains(&std::mem::discriminant(v)));
+        }
+        assert_eq!(seen.len(), 5);
+        for why in [
+            Base64Error::MixedAlphabets,
+            Base64Error::InvalidCharacter { offset: 0 },
+            Base64Error::InvalidLength,
+            Base64Error::InvalidLastCharacter { offset: 0 },
+            Base64Error::InvalidPadding,
+        ] {
+            assert!(!why.to_string().contains(MARK));
+        }
+    }
+
+    #[test]
     fn validity_window_and_enabled_flag() {
+        let t = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let mut s = fetched("v");
         s.enabled = Some(false);
+        let e = entry_value("k", "n", None, Decoding::None, &s, t).unwrap_err();
+        assert_eq!(e.reason(), Reason::SecretDisabled);
+        assert_eq!(e.passes_in(t), None);
+
+        let mut s = fetched("v");
+        s.expires = Some(t - time::Duration::hours(1));
+        let e = entry_value("k", "n", None, Decoding::None, &s, t).unwrap_err();
+        assert_eq!(e.reason(), Reason::SecretExpired);
         assert_eq!(
-            entry_value("k", "n", None, Decoding::None, &s, now())
+            e.to_string(),
+            "key 'k': Key Vault secret 'n' expired at 2023-11-14T21:13:20Z"
+        );
+        assert_eq!(e.passes_in(t), None);
+        s.expires = Some(t);
+        assert_eq!(
+            entry_value("k", "n", None, Decoding::None, &s, t)
                 .unwrap_err()
                 .reason(),
-            Reason::SecretDisabled
+            Reason::SecretExpired,
+            "exp is the first instant it is no longer valid"
         );
+
         let mut s = fetched("v");
-        s.expires = Some(now() - time::Duration::hours(1));
-        let e = entry_value("k", "n", None, Decoding::None, &s, now()).unwrap_err();
-        assert_eq!(e.reason(), Reason::SecretExpired);
-        assert!(e.to_string().contains("expired at"), "{e}");
-        let mut s = fetched("v");
-        s.not_before = Some(now() + time::Duration::hours(1));
-        let e = entry_value("k", "n", None, Decoding::None, &s, now()).unwrap_err();
-        assert_eq!(e.reason(), Reason::SecretExpired);
-        assert!(e.to_string().contains("not valid before"), "{e}");
+        s.not_before = Some(t + time::Duration::seconds(90));
+        let e = entry_value("k", "n", None, Decoding::None, &s, t).unwrap_err();
+        assert_eq!(e.reason(), Reason::SecretNotYetValid);
+        assert_eq!(
+            e.to_string(),
+            "key 'k': Key Vault secret 'n' is not valid before 2023-11-14T22:14:50Z"
+        );
+        assert_eq!(e.passes_in(t), Some(Duration::from_secs(90)));
+        s.not_before = Some(t);
+        assert_eq!(
+            entry_value("k", "n", None, Decoding::None, &s, t)
+                .unwrap()
+                .expose(),
+            b"v",
+            "nbf is the first instant it is valid"
+        );
+    }
+
+    fn sized(sizes: &[usize]) -> BTreeMap<String, SecretBytes> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("key-{i}"), SecretBytes::new(vec![b'x'; *n])))
+            .collect()
+    }
+
+    #[test]
+    fn secret_size_counts_values_only_up_to_one_mebibyte() {
+        assert_eq!(MAX_SECRET_SIZE, 1_048_576);
+        let exact = sized(&[1_048_576 - 10, 10]);
+        assert_eq!(total_size(&exact), 1_048_576, "keys do not count");
+        assert_eq!(check_size(&exact), Ok(1_048_576));
+        let over = sized(&[1_048_576 - 10, 11]);
+        assert_eq!(check_size(&over), Err(TooLarge { size: 1_048_577 }));
+        assert_eq!(
+            TooLarge { size: 1_048_577 }.to_string(),
+            "the synced values would be 1048577 bytes; a Kubernetes Secret holds at most 1048576 bytes of values"
+        );
+        assert_eq!(check_size(&BTreeMap::new()), Ok(0));
     }
 
     #[test]
@@ -546,12 +1067,12 @@ mod tests {
     fn retries_slow_down_and_honour_retry_after() {
         let t0 = Timestamp::from_second(1000).unwrap();
         assert_eq!(
-            retry_delay(Reason::Throttled, Some(t0), t0, None),
+            retry_delay(Reason::Throttled, Some(t0), t0, None, None),
             Duration::from_secs(5)
         );
         let later = Timestamp::from_second(1040).unwrap();
         assert_eq!(
-            retry_delay(Reason::Throttled, Some(t0), later, None),
+            retry_delay(Reason::Throttled, Some(t0), later, None, None),
             Duration::from_secs(40)
         );
         assert_eq!(
@@ -559,18 +1080,46 @@ mod tests {
                 Reason::Throttled,
                 Some(t0),
                 t0,
-                Some(Duration::from_secs(20))
+                Some(Duration::from_secs(20)),
+                None
             ),
             Duration::from_secs(20)
         );
         assert_eq!(
-            retry_delay(Reason::SecretNotFound, Some(t0), t0, None),
+            retry_delay(Reason::SecretNotFound, Some(t0), t0, None, None),
             Duration::from_secs(30)
         );
         let much_later = Timestamp::from_second(100_000).unwrap();
         assert_eq!(
-            retry_delay(Reason::VaultUnreachable, Some(t0), much_later, None),
+            retry_delay(Reason::VaultUnreachable, Some(t0), much_later, None, None),
             Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn a_version_not_yet_valid_is_retried_at_its_nbf_or_sooner() {
+        let t0 = Timestamp::from_second(1000).unwrap();
+        let nbf_in = |s| Some(Duration::from_secs(s));
+        // nbf before the backoff's retry: at nbf.
+        assert_eq!(
+            retry_delay(Reason::SecretNotYetValid, Some(t0), t0, None, nbf_in(7)),
+            Duration::from_secs(7)
+        );
+        // nbf after it: the backoff's retry, so a changed nbf is noticed.
+        assert_eq!(
+            retry_delay(Reason::SecretNotYetValid, Some(t0), t0, None, nbf_in(3600)),
+            Duration::from_secs(30)
+        );
+        let much_later = Timestamp::from_second(100_000).unwrap();
+        assert_eq!(
+            retry_delay(
+                Reason::SecretNotYetValid,
+                Some(t0),
+                much_later,
+                None,
+                nbf_in(3600)
+            ),
+            Duration::from_secs(600)
         );
     }
 }

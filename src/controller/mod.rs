@@ -24,7 +24,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use target::SecretState;
@@ -57,13 +57,14 @@ pub enum Error {
     NoNamespace,
 }
 
-/// A failure to report: the reason, an actionable message, and when Key Vault asked to be
-/// called again.
+/// A failure to report: the reason, an actionable message, when Key Vault asked to be
+/// called again, and when the failure passes by itself (a secret's `nbf`), if known.
 #[derive(Debug, Clone)]
 struct Failure {
     reason: Reason,
     message: String,
     retry_after: Option<Duration>,
+    passes_in: Option<Duration>,
 }
 
 impl Failure {
@@ -72,6 +73,7 @@ impl Failure {
             reason,
             message: message.into(),
             retry_after: None,
+            passes_in: None,
         }
     }
 }
@@ -342,14 +344,8 @@ async fn sync(
         .iter()
         .map(|(k, (v, _))| (k.clone(), v.clone()))
         .collect();
-    let size = decide::total_size(&values);
-    if size > decide::MAX_SECRET_DATA_BYTES {
-        let message = format!(
-            "the synced data would be {size} bytes; a Kubernetes Secret holds at most {} bytes",
-            decide::MAX_SECRET_DATA_BYTES
-        );
-        return Err(Failure::new(Reason::SecretTooLarge, message).into());
-    }
+    // Before any write: the API server would refuse it, and the old data stays.
+    decide::check_size(&values).map_err(|e| Failure::new(Reason::SecretTooLarge, e.to_string()))?;
     let new_hash = decide::data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
     let current_hash = existing
         .as_ref()
@@ -459,44 +455,67 @@ fn identity_for(
     }
 }
 
-/// Reads every entry not `kept` (concurrently; identical reads share one request in the
-/// source) and turns each into the bytes to write, with its Key Vault version.
+/// Reads every entry not `kept` and turns each into the bytes to write, with its Key Vault
+/// version. Each distinct read is made once (Key Vault names ignore case, so `Db-Password`
+/// and `db-password` are one read), all concurrently. All or nothing: the first entry
+/// that fails, in spec order, fails the whole read, and nothing is returned to write.
 async fn read_all(
     vsec: &VaultSecret,
     identity: &IdentityRef,
     ctx: &Context,
     kept: BTreeMap<String, (SecretBytes, String)>,
 ) -> Result<BTreeMap<String, (SecretBytes, String)>, Failure> {
-    let reads = vsec
+    let vault_url = vsec.spec.vault_url.trim_end_matches('/');
+    let pending: Vec<_> = vsec
         .spec
         .data
         .iter()
         .filter(|entry| !kept.contains_key(&entry.key))
         .map(|entry| {
             let request = SecretRequest {
-                vault_url: vsec.spec.vault_url.trim_end_matches('/').to_owned(),
+                vault_url: vault_url.to_owned(),
                 identity: identity.clone(),
                 name: entry.remote_ref.name.clone(),
                 version: entry.remote_ref.pinned_version().map(str::to_owned),
             };
-            async move { (entry, ctx.source.fetch(&request).await) }
-        });
-    let results: Vec<(_, Result<Arc<FetchedSecret>, SourceError>)> =
-        futures::future::join_all(reads).await;
+            (entry, request)
+        })
+        .collect();
+    // `reads[slots[i]]` is the read of `pending[i]`; the first spelling of a name is the
+    // one Key Vault is asked for (and the one messages show).
+    let mut reads: Vec<&SecretRequest> = Vec::new();
+    let mut slot_of: HashMap<SecretRequest, usize> = HashMap::new();
+    let slots: Vec<usize> = pending
+        .iter()
+        .map(|(_, request)| {
+            *slot_of.entry(request.read_key()).or_insert_with(|| {
+                reads.push(request);
+                reads.len() - 1
+            })
+        })
+        .collect();
+    let results: Vec<Result<Arc<FetchedSecret>, SourceError>> =
+        futures::future::join_all(reads.into_iter().map(|request| async move {
+            let result = ctx.source.fetch(request).await;
+            let label = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.reason().as_str(),
+            };
+            Metrics::count(&ctx.metrics.keyvault_reads, label);
+            result
+        }))
+        .await;
     let now = time::OffsetDateTime::now_utc();
     let mut out = kept;
-    for (entry, result) in results {
-        let fetched = match result {
-            Ok(fetched) => {
-                Metrics::count(&ctx.metrics.keyvault_reads, "ok");
-                fetched
-            }
+    for ((entry, _), slot) in pending.iter().zip(slots) {
+        let fetched = match &results[slot] {
+            Ok(fetched) => fetched,
             Err(e) => {
-                Metrics::count(&ctx.metrics.keyvault_reads, e.reason().as_str());
                 return Err(Failure {
                     reason: e.reason(),
                     message: format!("key '{}': {e}", entry.key),
                     retry_after: e.retry_after(),
+                    passes_in: None,
                 });
             }
         };
@@ -506,10 +525,13 @@ async fn read_all(
             &r.name,
             r.property.as_deref(),
             r.decoding,
-            &fetched,
+            fetched,
             now,
         )
-        .map_err(|e| Failure::new(e.reason(), e.to_string()))?;
+        .map_err(|e| Failure {
+            passes_in: e.passes_in(now),
+            ..Failure::new(e.reason(), e.to_string())
+        })?;
         out.insert(entry.key.clone(), (value, fetched.version.clone()));
     }
     Ok(out)
@@ -627,7 +649,7 @@ async fn fail(
         })
         .inc();
     Metrics::count(&ctx.metrics.reconciliations, "failed");
-    let retry_after = failure.retry_after;
+    let (retry_after, passes_in) = (failure.retry_after, failure.passes_in);
     let reason = failure.reason;
     write_failure_status(vsec, ctx, status, failure, now, true).await?;
     let failing_since = vsec
@@ -636,7 +658,13 @@ async fn fail(
         .map(|c| c.last_transition_time.0);
     Ok(match reason {
         Reason::InvalidSpec => Action::await_change(),
-        _ => Action::requeue(decide::retry_delay(reason, failing_since, now, retry_after)),
+        _ => Action::requeue(decide::retry_delay(
+            reason,
+            failing_since,
+            now,
+            retry_after,
+            passes_in,
+        )),
     })
 }
 
