@@ -1,10 +1,12 @@
 //! Azure test doubles for vaultsync's local environment (dev only): an Entra token
 //! endpoint for workload identity federation, an App Service style managed identity
-//! endpoint, Key Vault gateways in front of Key Vault emulators, and an admin API.
+//! endpoint, Key Vault gateways in front of Key Vault emulators, the project's own Key
+//! Vault secrets emulator (`keyvault`), and an admin API.
 
 mod admin;
 mod gateway;
 mod identity;
+mod keyvault;
 mod oidc;
 mod state;
 mod tls;
@@ -49,6 +51,17 @@ struct Args {
     /// paired in order with `--vault-listen`).
     #[arg(long)]
     upstream: Vec<reqwest::Url>,
+    /// TLS listener for one Key Vault secrets emulator vault (repeatable; each listener is
+    /// an independent vault with its own state).
+    #[arg(long)]
+    keyvault_listen: Vec<SocketAddr>,
+    /// Soft-delete retention of the emulated vaults, 7 to 90 days.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(7..=90))]
+    keyvault_recoverable_days: u32,
+    /// How long the emulated vaults take to settle after a delete, recover or purge, in
+    /// milliseconds (0 = at once). See the `keyvault` module.
+    #[arg(long, default_value_t = 0)]
+    keyvault_settle_ms: u64,
 }
 
 #[tokio::main]
@@ -114,6 +127,10 @@ async fn main() -> anyhow::Result<()> {
     for addr in &args.vault_listen {
         gateway_listeners.push(bind(*addr, "vault gateway").await?);
     }
+    let mut keyvault_listeners = Vec::new();
+    for addr in &args.keyvault_listen {
+        keyvault_listeners.push(bind(*addr, "Key Vault emulator").await?);
+    }
     let admin_listener = bind(args.admin_listen, "admin").await?;
 
     let identity_service =
@@ -134,12 +151,29 @@ async fn main() -> anyhow::Result<()> {
         let service = hyper::service::service_fn(move |req| gateway.clone().handle(req));
         tokio::spawn(tls::serve(listener, acceptor.clone(), service));
     }
+    let keyvault_config = keyvault::Config {
+        recoverable_days: args.keyvault_recoverable_days,
+        settle_ms: args.keyvault_settle_ms,
+    };
+    for (addr, listener) in args.keyvault_listen.iter().zip(keyvault_listeners) {
+        let vault = Arc::new(keyvault::Vault::new(
+            keyvault_config,
+            authorization_uri.clone(),
+            addr.to_string(),
+        ));
+        let service =
+            hyper::service::service_fn(move |req| keyvault::api::handle(vault.clone(), req));
+        tokio::spawn(tls::serve(listener, acceptor.clone(), service));
+    }
     tracing::info!(
         identity = %args.identity_listen,
         vault = ?args.vault_listen,
         admin = %args.admin_listen,
         issuer = %args.issuer,
         upstream = ?args.upstream.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        keyvault = ?args.keyvault_listen,
+        keyvault_recoverable_days = args.keyvault_recoverable_days,
+        keyvault_settle_ms = args.keyvault_settle_ms,
         "azure doubles listening"
     );
 

@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -29,8 +30,13 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> anyhow::Result<TlsAcceptor
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The client's address, put into every request's extensions by `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Serves HTTP/1.1 over TLS on `listener` until the process ends. A service error
-/// closes the connection without a response (how the gateway injects resets).
+/// closes the connection without a response (how the gateway injects resets). Each
+/// request carries the client's address as a [`PeerAddr`] extension.
 pub async fn serve<S, B>(listener: TcpListener, acceptor: TlsAcceptor, service: S)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -58,6 +64,10 @@ where
                     return;
                 }
             };
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                service.call(req)
+            });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
                 .await
