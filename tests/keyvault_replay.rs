@@ -263,6 +263,28 @@ fn map_host(url: &str, hosts: &[String], base: &str) -> Option<String> {
     Some(format!("{}{tail}", base.trim_end_matches('/')))
 }
 
+/// A recorded vault URL (request URI, id, recoveryId, nextLink) on the emulator: host
+/// mapped, version ids rewritten through `versions`, the preview api-version replaced.
+fn map_url(
+    recorded: &str,
+    hosts: &[String],
+    base: &str,
+    versions: &HashMap<String, String>,
+) -> Option<String> {
+    let mapped = map_host(recorded, hosts, base)?;
+    let (path, query) = mapped.split_once('?').unwrap_or((&mapped, ""));
+    let path = path
+        .split('/')
+        .map(|s| versions.get(s).map_or(s, String::as_str))
+        .collect::<Vec<_>>()
+        .join("/");
+    Some(if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", rewrite_api_version(query))
+    })
+}
+
 fn rewrite_api_version(query: &str) -> String {
     let preview = format!("api-version={PREVIEW_API_VERSION}");
     let replay = format!("api-version={REPLAY_API_VERSION}");
@@ -336,14 +358,6 @@ impl VersionMap {
                 Ok(())
             }
         }
-    }
-
-    /// Rewrites every path segment that is a known recorded version.
-    fn rewrite_path(&self, path: &str) -> String {
-        path.split('/')
-            .map(|s| self.to_emulator.get(s).map_or(s, String::as_str))
-            .collect::<Vec<_>>()
-            .join("/")
     }
 }
 
@@ -735,14 +749,12 @@ impl Replay<'_> {
     /// A recorded vault URL (request URI, id, recoveryId, nextLink) as the emulator's:
     /// host mapped, known version ids rewritten, the preview api-version replaced.
     fn map_url(&self, recorded: &str) -> Option<String> {
-        let mapped = map_host(recorded, &self.rec.hosts, &self.base)?;
-        let (path, query) = mapped.split_once('?').unwrap_or((&mapped, ""));
-        let path = self.versions.rewrite_path(path);
-        Some(if query.is_empty() {
-            path
-        } else {
-            format!("{path}?{}", rewrite_api_version(query))
-        })
+        map_url(
+            recorded,
+            &self.rec.hosts,
+            &self.base,
+            &self.versions.to_emulator,
+        )
     }
 
     fn request_body(&self, e: &Entry) -> Option<String> {
@@ -1911,18 +1923,7 @@ mod harness {
         }
 
         fn url(&self, rec: &Recording, recorded: &str) -> Option<String> {
-            let mapped = map_host(recorded, &rec.hosts, BASE)?;
-            let (path, query) = mapped.split_once('?').unwrap_or((&mapped, ""));
-            let path: Vec<&str> = path
-                .split('/')
-                .map(|s| self.versions.get(s).map_or(s, String::as_str))
-                .collect();
-            let path = path.join("/");
-            Some(if query.is_empty() {
-                path
-            } else {
-                format!("{path}?{}", rewrite_api_version(query))
-            })
+            map_url(recorded, &rec.hosts, BASE, &self.versions)
         }
 
         fn value(&self, rec: &Recording, key: Option<&str>, value: &mut Value) {
@@ -2061,11 +2062,19 @@ mod harness {
         );
         map.learn(r1, e1).unwrap();
         map.learn(r2, e2).unwrap();
+        // Later request URIs and expected ids (any recorded host) use the emulator's.
+        let hosts = vec!["Sanitized.vault.azure.net".to_owned()];
+        let on_emulator = |url: &str| map_url(url, &hosts, BASE, &map.to_emulator);
         assert_eq!(
-            map.rewrite_path(&format!("/secrets/x/{r2}")),
-            format!("/secrets/x/{e2}")
+            on_emulator(&format!(
+                "https://Sanitized.vault.azure.net/secrets/x/{r2}?api-version=7.6-preview.2"
+            )),
+            Some(format!("{BASE}/secrets/x/{e2}?api-version=7.6"))
         );
-        assert_eq!(map.rewrite_path("/secrets/x/"), "/secrets/x/");
+        assert_eq!(
+            on_emulator("https://Sanitized.vault.azure.net/secrets/x/?api-version=2025-07-01"),
+            Some(format!("{BASE}/secrets/x/?api-version=2025-07-01"))
+        );
         // A restore gives the original version back: the same pair again is fine...
         map.learn(r1, e1).unwrap();
         // ...a different one is not, nor an emulator version reused for a new one.
