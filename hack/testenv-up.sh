@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Starts the local environment on loopback: etcd, kube-apiserver, kube-controller-manager,
-# the lowkey-vault Key Vault emulator and the Azure test doubles; writes .testenv/env.sh.
-# Idempotent: a healthy environment is left as it is.
+# the Azure test doubles (Entra, managed identity, the vault gateway) and the Key Vault
+# emulator; writes .testenv/env.sh. Idempotent: a healthy environment is left as it is.
+#
+# The Key Vault backend is the project's own emulator (three vaults served by the doubles
+# binary), or lowkey-vault with VAULTSYNC_TEST_KEYVAULT=lowkey-vault when its jar can be
+# fetched into the cache.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 operator_namespace=vaultsync-system
 operator_service_account=vaultsync
 components=(etcd kube-apiserver kube-controller-manager azure-doubles testenv-token-refresher)
+keyvault_backend=${VAULTSYNC_TEST_KEYVAULT:-emulator}
+case "$keyvault_backend" in
+  emulator) ;;
+  lowkey-vault) components+=(lowkey-vault) ;;
+  *) die "VAULTSYNC_TEST_KEYVAULT must be 'emulator' or 'lowkey-vault', not '$keyvault_backend'" ;;
+esac
 
 if [[ -f "$state_dir/env.sh" ]]; then
   healthy=true
   for c in "${components[@]}"; do component_alive "$c" || healthy=false; done
   # shellcheck source=/dev/null
-  if $healthy && (source "$state_dir/env.sh" && [[ -z "$VAULTSYNC_TEST_EMULATOR_URL" ]] || component_alive lowkey-vault) &&
-    (source "$state_dir/env.sh" && kubectl get --raw /readyz >/dev/null 2>&1); then
+  if $healthy && (source "$state_dir/env.sh" && [[ "$VAULTSYNC_TEST_KEYVAULT" == "$keyvault_backend" ]] &&
+    kubectl get --raw /readyz >/dev/null 2>&1); then
     say "already up ($state_dir/env.sh)"
     exit 0
   fi
@@ -31,10 +41,11 @@ bin_dir=$("$repo_root/hack/build-kube.sh") || die "etcd/kube-apiserver/kube-cont
 say "building the Azure test doubles"
 (cd "$repo_root" && cargo build --quiet -p vaultsync-azure-doubles) || die "azure-doubles could not be built"
 doubles_bin="$repo_root/target/debug/azure-doubles"
-emulator_missing=""
-if ! lowkey_jar=$("$repo_root/hack/fetch-lowkey-vault.sh" 2>"$cache_root/lowkey-fetch.err"); then
-  emulator_missing=$(tail -n 1 "$cache_root/lowkey-fetch.err")
-  lowkey_jar=""
+lowkey_jar=""
+if [[ "$keyvault_backend" == lowkey-vault ]]; then
+  mkdir -p "$cache_root"
+  lowkey_jar=$("$repo_root/hack/fetch-lowkey-vault.sh" 2>"$cache_root/lowkey-fetch.err") ||
+    die "VAULTSYNC_TEST_KEYVAULT=lowkey-vault, but $(tail -n 1 "$cache_root/lowkey-fetch.err")"
 fi
 export PATH="$bin_dir:$PATH"
 
@@ -64,7 +75,8 @@ say "generating the CA and certificates"
     -out lowkey-vault.p12 -passout pass:testenv
 ) >"$state_dir/logs/pki.log" 2>&1 || die "certificate generation failed (log: $state_dir/logs/pki.log)"
 
-read -r etcd_port etcd_peer_port api_port kcm_port identity_port vault_port admin_port lowkey_port lowkey_token_port <<<"$(free_ports 9)"
+read -r etcd_port etcd_peer_port api_port kcm_port identity_port vault_port vault2_port admin_port \
+  kv_port kv2_port kv_replay_port lowkey_port lowkey_token_port <<<"$(free_ports 13)"
 api_url="https://127.0.0.1:$api_port"
 kubeconfig="$state_dir/kubeconfig"
 cat >"$kubeconfig" <<KUBECONFIG
@@ -134,36 +146,51 @@ start_component testenv-token-refresher "$repo_root/hack/testenv-token-refresher
   "$operator_namespace" "$operator_service_account" "$token_file"
 wait_healthy testenv-token-refresher 30 test -s "$token_file"
 
-# --- lowkey-vault -----------------------------------------------------------------------
-emulator_url=""
-if [[ -n "$lowkey_jar" ]]; then
+# --- lowkey-vault (optional second backend) ---------------------------------------------
+if [[ "$keyvault_backend" == lowkey-vault ]]; then
   java_bin="$JAVA25_HOME/bin/java"
   [[ -x "$java_bin" ]] || die "lowkey-vault needs Java 25 at $JAVA25_HOME"
-  say "starting lowkey-vault $LOWKEY_VAULT_VERSION on https://localhost:$lowkey_port"
+  say "starting lowkey-vault $LOWKEY_VAULT_VERSION on :$lowkey_port"
   start_component lowkey-vault "$java_bin" -jar "$lowkey_jar" \
     --server.port="$lowkey_port" --app.token.port="$lowkey_token_port" \
     --server.ssl.key-store="file:$pki/lowkey-vault.p12" --server.ssl.key-store-type=PKCS12 \
     --server.ssl.key-store-password=testenv --server.ssl.key-alias=lowkey-vault \
     --LOWKEY_VAULT_RELAXED_PORTS=true
-  emulator_url="https://localhost:$lowkey_port"
   # Any HTTP answer (the 401 challenge) means it serves; curl prints 000 until then.
-  wait_healthy lowkey-vault 180 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --cacert '$pki/ca.crt' '$emulator_url/secrets?api-version=7.4') != 000 ]]"
-else
-  say "WARNING: lowkey-vault is not available, the environment runs without a Key Vault emulator"
-  say "WARNING: $emulator_missing"
+  wait_healthy lowkey-vault 180 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --cacert '$pki/ca.crt' 'https://localhost:$lowkey_port/secrets?api-version=7.6') != 000 ]]"
 fi
 
 # --- Azure test doubles -------------------------------------------------------------------
 tenant_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
 operator_client_id=$(python3 -c 'import uuid; print(uuid.uuid4())')
 identity_header=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-say "starting the Azure test doubles (identity :$identity_port, vault gateway :$vault_port, admin :$admin_port)"
+# Vault 1 and vault 2 are what tests and the demo use, each behind its own gateway
+# listener; a third emulator vault belongs to the recording replay alone, which empties it.
+# lowkey-vault keeps one vault per host name, so `localhost` and `127.0.0.1` are two vaults
+# there (the gateway forwards the client's Host header).
+if [[ "$keyvault_backend" == emulator ]]; then
+  emulator_url="https://127.0.0.1:$kv_port"
+  emulator2_url="https://localhost:$kv2_port"
+  replay_vault_url="https://127.0.0.1:$kv_replay_port"
+  emulator_args=(--keyvault-listen "127.0.0.1:$kv_port" --keyvault-listen "127.0.0.1:$kv2_port" --keyvault-listen "127.0.0.1:$kv_replay_port")
+else
+  emulator_url="https://127.0.0.1:$lowkey_port"
+  emulator2_url="https://localhost:$lowkey_port"
+  replay_vault_url="https://127.0.0.1:$lowkey_port"
+  emulator_args=()
+fi
+say "starting the Azure test doubles (identity :$identity_port, vault gateways :$vault_port :$vault2_port, admin :$admin_port, Key Vault: $keyvault_backend)"
 AZURE_DOUBLES_IDENTITY_HEADER="$identity_header" start_component azure-doubles "$doubles_bin" \
-  --identity-listen "127.0.0.1:$identity_port" --vault-listen "127.0.0.1:$vault_port" --admin-listen "127.0.0.1:$admin_port" \
+  --identity-listen "127.0.0.1:$identity_port" --admin-listen "127.0.0.1:$admin_port" \
+  --vault-listen "127.0.0.1:$vault_port" --upstream "$emulator_url" \
+  --vault-listen "127.0.0.1:$vault2_port" --upstream "$emulator2_url" \
+  "${emulator_args[@]}" \
   --tls-cert "$pki/serving.crt" --tls-key "$pki/serving.key" --ca-file "$pki/ca.crt" \
-  --issuer "$api_url" --tenant-id "$tenant_id" ${emulator_url:+--upstream "$emulator_url"}
+  --issuer "$api_url" --tenant-id "$tenant_id"
 admin_url="http://127.0.0.1:$admin_port"
 wait_healthy azure-doubles 30 curl -fsS "$admin_url/healthz"
+# The emulator's first answer to a request without a token is the 401 challenge.
+wait_healthy azure-doubles 30 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --cacert '$pki/ca.crt' '$emulator_url/secrets?api-version=7.6') == 401 ]]"
 admin_put() { curl -fsS -X PUT -H 'content-type: application/json' --data "$2" "$admin_url$1" >/dev/null; }
 admin_put "/federated-credentials/$operator_client_id" \
   "{\"subjects\":[\"system:serviceaccount:$operator_namespace:$operator_service_account\"]}"
@@ -175,9 +202,14 @@ cat >"$state_dir/env.sh" <<ENV
 export VAULTSYNC_TESTENV_DIR='$state_dir'
 export KUBECONFIG='$kubeconfig'
 export PATH='$bin_dir':"\$PATH"
+# Key Vault: vault 1 and vault 2 through the gateway (tokens, access, faults, counts), the
+# same vaults directly (seeding, as any Key Vault client would), and the replay's vault.
+export VAULTSYNC_TEST_KEYVAULT='$keyvault_backend'
 export VAULTSYNC_TEST_VAULT_URL='https://127.0.0.1:$vault_port'
+export VAULTSYNC_TEST_VAULT2_URL='https://localhost:$vault2_port'
 export VAULTSYNC_TEST_EMULATOR_URL='$emulator_url'
-export VAULTSYNC_TEST_EMULATOR_MISSING='${emulator_missing//\'/}'
+export VAULTSYNC_TEST_EMULATOR2_URL='$emulator2_url'
+export VAULTSYNC_TEST_REPLAY_VAULT_URL='$replay_vault_url'
 export VAULTSYNC_TEST_CA_FILE='$pki/ca.crt'
 export VAULTSYNC_TEST_AZURE_ADMIN_URL='$admin_url'
 export VAULTSYNC_TEST_SA_ISSUER='$api_url'
