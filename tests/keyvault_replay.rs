@@ -480,6 +480,9 @@ struct Outcome {
     entries: usize,
     /// Entries with at least one mismatch.
     bad: BTreeSet<usize>,
+    /// Entries the emulator had no answer for of their own (transient answers it did not
+    /// need, pages after its listing ended): matched only if what stood in for them did.
+    unconfirmed: BTreeSet<usize>,
     /// Recorded transient answers the emulator did not need to give (it answered finally sooner).
     transient_skipped: usize,
     /// Transient answers the emulator gave beyond the recorded number.
@@ -491,8 +494,12 @@ struct Outcome {
 }
 
 impl Outcome {
+    fn matched(&self) -> usize {
+        self.entries - self.bad.union(&self.unconfirmed).count()
+    }
+
     fn summary(&self) -> String {
-        let matched = self.entries - self.bad.len();
+        let matched = self.matched();
         let mut line = format!(
             "{:<90} {:>3} entries, {:>3} matched",
             self.name, self.entries, matched
@@ -556,6 +563,8 @@ struct Listing {
     got: Vec<Value>,
     /// The emulator's latest `nextLink`; `None` once its listing has ended.
     next: Option<String>,
+    /// Recorded pages not sent because the emulator's listing had already ended.
+    folded: Vec<usize>,
 }
 
 struct Replay<'r> {
@@ -728,8 +737,12 @@ impl Replay<'_> {
                 }
                 continue;
             }
-            self.out.transient_skipped += recorded.saturating_sub(seen);
+            let skipped = first + seen..last;
+            self.out.transient_skipped += skipped.len();
             self.check(last, &got);
+            if self.out.bad.contains(&last) {
+                self.out.unconfirmed.extend(skipped);
+            }
             return;
         }
     }
@@ -1167,7 +1180,12 @@ impl Replay<'_> {
                     listing.next = None;
                 }
             }
-            None => self.out.pages_folded += 1,
+            None => {
+                self.out.pages_folded += 1;
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.folded.push(i);
+                }
+            }
         }
         if body["nextLink"].is_null() {
             self.finish_listing(vault, i).await;
@@ -1207,6 +1225,9 @@ impl Replay<'_> {
         };
         for detail in self.item_differences(&listing) {
             self.differ(i, detail);
+        }
+        if self.out.bad.contains(&i) {
+            self.out.unconfirmed.extend(listing.folded);
         }
     }
 
@@ -2192,6 +2213,18 @@ mod harness {
     }
 
     #[test]
+    fn skipped_transients_are_matched_only_with_their_final_answer() {
+        let rec = recording("net/Recover_Returns_Secret_Back_To_Active");
+        let mut answers = Mirror::answers(&rec);
+        answers[4].status = 500;
+        answers.drain(2..4);
+        let (outcome, _) = run(&rec, answers);
+        assert_eq!(outcome.bad, BTreeSet::from([4]), "{}", details(&outcome));
+        assert_eq!(outcome.unconfirmed, BTreeSet::from([2, 3]));
+        assert_eq!(outcome.matched(), rec.entries.len() - 3);
+    }
+
+    #[test]
     fn more_transient_answers_than_recorded_match() {
         let rec = recording("rust/purge_secret");
         let mut answers = Mirror::answers(&rec);
@@ -2428,6 +2461,7 @@ mod harness {
         let (outcome, sent) = run(&rec, answers);
         assert!(outcome.mismatches.is_empty(), "{}", details(&outcome));
         assert_eq!(outcome.pages_folded, 5);
+        assert_eq!(outcome.matched(), rec.entries.len());
         assert_eq!(sent.len(), rec.entries.len() - 5);
         // One that never ends its listing does not.
         let mut answers = Mirror::answers(&rec);
