@@ -134,6 +134,8 @@ impl Gateway {
                 return Ok(self.challenge("AKV10022: Invalid audience, issuer, signature or lifetime of the access token."));
             }
         };
+        self.registry
+            .count_vault_authorized(req.method().as_str(), secret);
 
         if let Some(fault) = self.registry.take_fault(secret) {
             match fault.kind {

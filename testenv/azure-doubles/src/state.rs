@@ -73,6 +73,10 @@ impl Access {
 pub struct Stats {
     /// Vault requests reaching the gateway: method -> secret name (`-` for none) -> count.
     pub vault: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The subset of `vault` that carried a valid token, as Key Vault counts requests it
+    /// serves: a client's first, token-less request (answered by the 401 challenge) is
+    /// not among them.
+    pub vault_authorized: BTreeMap<String, BTreeMap<String, u64>>,
     /// Token requests at the Entra endpoint by client id (granted or refused).
     pub token_requests: BTreeMap<String, u64>,
     /// Token requests at the managed identity endpoint by client id.
@@ -183,11 +187,11 @@ impl Registry {
     }
 
     pub fn count_vault(&self, method: &str, secret: Option<&str>) {
-        let mut inner = self.lock();
-        let by_secret = inner.stats.vault.entry(method.to_owned()).or_default();
-        *by_secret
-            .entry(secret.unwrap_or("-").to_owned())
-            .or_default() += 1;
+        count_request(&mut self.lock().stats.vault, method, secret);
+    }
+
+    pub fn count_vault_authorized(&self, method: &str, secret: Option<&str>) {
+        count_request(&mut self.lock().stats.vault_authorized, method, secret);
     }
 
     pub fn count_token(&self, client_id: &str) {
@@ -211,6 +215,18 @@ impl Registry {
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.lock().stats).unwrap_or_default()
     }
+}
+
+fn count_request(
+    counts: &mut BTreeMap<String, BTreeMap<String, u64>>,
+    method: &str,
+    secret: Option<&str>,
+) {
+    *counts
+        .entry(method.to_owned())
+        .or_default()
+        .entry(secret.unwrap_or("-").to_owned())
+        .or_default() += 1;
 }
 
 #[cfg(test)]
