@@ -238,10 +238,13 @@ impl VaultSecret {
     }
 
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
+        self.status.as_ref()?.ready_condition()
+    }
+}
+
+impl VaultSecretStatus {
+    /// The `Ready` condition, if this status has one.
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == READY)
     }
 }

@@ -548,10 +548,13 @@ pub fn retry_delay(
     retry_after: Option<Duration>,
     passes_in: Option<Duration>,
 ) -> Duration {
+    // Failures fixed outside the operator (a secret created, enabled, granted) are
+    // noticed within a minute of the fix; transient ones back off further, since retrying
+    // a throttled or failing vault harder keeps it failing.
     let (min, max) = if reason.is_transient() {
         (Duration::from_secs(5), Duration::from_secs(300))
     } else {
-        (Duration::from_secs(30), Duration::from_secs(600))
+        (Duration::from_secs(30), Duration::from_secs(60))
     };
     let elapsed = failing_since
         .map(|t| now.duration_since(t).unsigned_abs())
@@ -1089,11 +1092,26 @@ mod tests {
             retry_delay(Reason::SecretNotFound, Some(t0), t0, None, None),
             Duration::from_secs(30)
         );
+        assert_eq!(
+            retry_delay(
+                Reason::SecretNotFound,
+                Some(t0),
+                much_later_than(t0),
+                None,
+                None
+            ),
+            Duration::from_secs(60),
+            "a secret created in Key Vault is noticed within a minute"
+        );
         let much_later = Timestamp::from_second(100_000).unwrap();
         assert_eq!(
             retry_delay(Reason::VaultUnreachable, Some(t0), much_later, None, None),
             Duration::from_secs(300)
         );
+    }
+
+    fn much_later_than(t: Timestamp) -> Timestamp {
+        Timestamp::from_second(t.as_second() + 100_000).unwrap()
     }
 
     #[test]
@@ -1119,7 +1137,7 @@ mod tests {
                 None,
                 nbf_in(3600)
             ),
-            Duration::from_secs(600)
+            Duration::from_secs(60)
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod target;
+mod written;
 
 use crate::api::{
     IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason, SOURCE_ANNOTATION, VaultSecret,
@@ -27,7 +28,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use target::SecretState;
+use target::{SecretState, TypeChange};
 
 /// How the controller runs; set from `vaultsync run` flags.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub allow_operator_identity: bool,
+    /// Statuses this operator wrote that the watch cache may not show yet.
+    pub written: written::WrittenStatuses,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -135,6 +138,7 @@ pub async fn run(
         recorder,
         metrics,
         allow_operator_identity: config.allow_operator_identity,
+        written: Default::default(),
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
@@ -226,7 +230,7 @@ async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
-    let status = vsec.status.clone().unwrap_or_default();
+    let status = ctx.written.current(vsec);
     match sync(vsec, ctx, &status, now).await {
         Ok(action) => Ok(action),
         Err(Stop::Failed(failure)) => fail(vsec, ctx, &status, failure, now).await,
@@ -291,8 +295,14 @@ async fn sync(
     let existing = secrets.get_opt(&target_name).await?;
     target::ensure_not_foreign(existing.as_ref().map(|s| &s.metadata), vsec)
         .map_err(|m| Failure::new(Reason::OwnershipConflict, m))?;
+    if let TypeChange::RefusedForMerge { from, to } = target::type_change(existing.as_ref(), vsec) {
+        let message = format!(
+            "target.type is {to} but Secret '{target_name}' is {from}: Kubernetes cannot change a Secret's type in place, and a Secret merged into (creationPolicy Merge) is shared with other writers, so it is never re-created; remove target.type or set it to {from}"
+        );
+        return Err(Failure::new(Reason::InvalidSpec, message).into());
+    }
     let state = target::secret_state(existing.as_ref(), vsec);
-    let synced_this_generation = vsec
+    let synced_this_generation = status
         .ready_condition()
         .is_some_and(|c| c.status == "True" && c.observed_generation == vsec.meta().generation)
         && status.secret_name.as_deref() == Some(target_name.as_str());
@@ -320,7 +330,7 @@ async fn sync(
                 // The data still hashes to what was written: restore the marks around it
                 // without asking Key Vault.
                 let data = target::existing_managed_data(secret, vsec);
-                apply_secret(&secrets, vsec, &data, ctx).await?;
+                apply_secret(&secrets, vsec, existing.as_ref(), &data, ctx).await?;
                 let note = format!(
                     "restored the labels, annotations, type or owner of Secret '{target_name}' (data was intact; no Key Vault read)"
                 );
@@ -353,7 +363,7 @@ async fn sync(
     let needs_write =
         state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
     if needs_write {
-        apply_secret(&secrets, vsec, &values, ctx)
+        apply_secret(&secrets, vsec, existing.as_ref(), &values, ctx)
             .await
             .map_err(|e| refused_as_invalid_spec(e, &target_name))?;
     }
@@ -379,7 +389,7 @@ async fn sync(
     let new_status = VaultSecretStatus {
         observed_generation: vsec.meta().generation,
         conditions: vec![decide::ready_condition(
-            vsec.ready_condition(),
+            status.ready_condition(),
             true,
             Reason::Synced,
             synced,
@@ -537,12 +547,35 @@ async fn read_all(
     Ok(out)
 }
 
+/// Server-side applies the Secret. An Owner or Orphan Secret whose type no longer matches
+/// `target.type` is deleted first (uid precondition, so only the Secret that was read
+/// goes) and created again, since Kubernetes never changes a Secret's type in place.
 async fn apply_secret(
     secrets: &Api<Secret>,
     vsec: &VaultSecret,
+    existing: Option<&Secret>,
     data: &BTreeMap<String, SecretBytes>,
     ctx: &Context,
 ) -> Result<(), Error> {
+    if let TypeChange::Recreate { from, to } = target::type_change(existing, vsec) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.and_then(|s| s.metadata.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match secrets.delete(&vsec.target_name(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let note = format!(
+            "re-created Secret '{}' to change its type from {from} to {to} (Kubernetes cannot change a Secret's type in place)",
+            vsec.target_name()
+        );
+        publish(ctx, vsec, EventType::Normal, "Recreated", note).await;
+    }
     let desired = target::desired_secret(vsec, data);
     let params = PatchParams::apply(&target::field_manager(vsec)).force();
     secrets
@@ -652,7 +685,7 @@ async fn fail(
     let (retry_after, passes_in) = (failure.retry_after, failure.passes_in);
     let reason = failure.reason;
     write_failure_status(vsec, ctx, status, failure, now, true).await?;
-    let failing_since = vsec
+    let failing_since = status
         .ready_condition()
         .filter(|c| c.status == "False" && c.reason == reason.as_str())
         .map(|c| c.last_transition_time.0);
@@ -676,7 +709,7 @@ async fn write_failure_status(
     now: Timestamp,
     warn: bool,
 ) -> Result<(), Error> {
-    let previous = vsec.ready_condition();
+    let previous = status.ready_condition();
     let changed = previous
         .is_none_or(|c| c.reason != failure.reason.as_str() || c.message != failure.message);
     if warn && changed {
@@ -733,6 +766,7 @@ async fn write_status(
     )
     .await?;
     ctx.metrics.status_writes.inc();
+    ctx.written.record(vsec, new);
     Ok(())
 }
 

@@ -164,6 +164,51 @@ fn desired_metadata(vsec: &VaultSecret, hash: &str) -> ObjectMeta {
     }
 }
 
+/// How the type of an existing Secret stands against `target.type`. Kubernetes never
+/// changes a Secret's type in place (the field is immutable), so a new type means a new
+/// Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeChange {
+    /// No Secret yet, or the types agree (for Merge: `target.type` unset, or equal).
+    None,
+    /// An Owner or Orphan Secret of another type: delete it (uid precondition) and create
+    /// it again with the new type.
+    Recreate { from: String, to: String },
+    /// A Merge target of another type: it is shared with other writers, so it is never
+    /// re-created; the spec is refused instead.
+    RefusedForMerge { from: String, to: String },
+}
+
+/// Compares the existing Secret's type (absent = `Opaque`, as the API server defaults it)
+/// with the spec's.
+pub fn type_change(existing: Option<&Secret>, vsec: &VaultSecret) -> TypeChange {
+    let Some(secret) = existing else {
+        return TypeChange::None;
+    };
+    let from = secret.type_.as_deref().unwrap_or("Opaque");
+    let wanted = vsec.spec.target.type_.as_deref();
+    match vsec.spec.target.creation_policy {
+        CreationPolicy::Merge => match wanted {
+            Some(to) if to != from => TypeChange::RefusedForMerge {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            },
+            _ => TypeChange::None,
+        },
+        CreationPolicy::Owner | CreationPolicy::Orphan => {
+            let to = wanted.unwrap_or("Opaque");
+            if to == from {
+                TypeChange::None
+            } else {
+                TypeChange::Recreate {
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                }
+            }
+        }
+    }
+}
+
 /// The Secret to apply: this VaultSecret's keys and marks, nothing else (server-side
 /// apply leaves other managers' fields alone).
 pub fn desired_secret(vsec: &VaultSecret, data: &BTreeMap<String, SecretBytes>) -> Secret {
@@ -171,8 +216,9 @@ pub fn desired_secret(vsec: &VaultSecret, data: &BTreeMap<String, SecretBytes>) 
     Secret {
         metadata: desired_metadata(vsec, &hash),
         type_: match vsec.spec.target.creation_policy {
-            // The type of a Secret merged into is its owner's business (and immutable).
-            CreationPolicy::Merge => None,
+            // The type of a Secret merged into is its owner's business (and immutable):
+            // set only when the spec names one, which `type_change` has checked agrees.
+            CreationPolicy::Merge => vsec.spec.target.type_.clone(),
             _ => Some(
                 vsec.spec
                     .target
@@ -384,5 +430,38 @@ mod tests {
         let orphaned = desired_secret(&vsec(CreationPolicy::Orphan), &data("x")).metadata;
         assert!(ensure_not_foreign(Some(&orphaned), &v).is_ok());
         assert!(ensure_not_foreign(None, &v).is_ok());
+    }
+
+    #[test]
+    fn a_new_type_recreates_owned_secrets_and_is_refused_for_merge() {
+        let typed = |type_: Option<&str>| Secret {
+            type_: type_.map(str::to_owned),
+            ..Default::default()
+        };
+        let mut owner = vsec(CreationPolicy::Owner);
+        assert_eq!(type_change(None, &owner), TypeChange::None);
+        assert_eq!(type_change(Some(&typed(None)), &owner), TypeChange::None);
+        owner.spec.target.type_ = Some("kubernetes.io/basic-auth".into());
+        assert_eq!(
+            type_change(Some(&typed(Some("Opaque"))), &owner),
+            TypeChange::Recreate {
+                from: "Opaque".into(),
+                to: "kubernetes.io/basic-auth".into()
+            }
+        );
+        let mut merge = vsec(CreationPolicy::Merge);
+        assert_eq!(
+            type_change(Some(&typed(Some("kubernetes.io/tls"))), &merge),
+            TypeChange::None,
+            "Merge without a type leaves the Secret's alone"
+        );
+        merge.spec.target.type_ = Some("kubernetes.io/basic-auth".into());
+        assert_eq!(
+            type_change(Some(&typed(None)), &merge),
+            TypeChange::RefusedForMerge {
+                from: "Opaque".into(),
+                to: "kubernetes.io/basic-auth".into()
+            }
+        );
     }
 }

@@ -1,0 +1,105 @@
+//! The statuses this operator wrote, kept until the watch cache shows them.
+//!
+//! A reconcile that follows a status write closely (the Secret it just wrote triggers the
+//! next one) can see the VaultSecret from the watch cache as it was before that write:
+//! no `Ready` condition for this generation, the old `syncedVersions`. Deciding on that
+//! stale status would read Key Vault again and announce a rotation twice. The operator is
+//! the only writer of its VaultSecrets' status (one leader at a time), so the status it
+//! last wrote is the status on the server; it is used until the cache catches up.
+
+use crate::api::{VaultSecret, VaultSecretStatus};
+use kube::ResourceExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a written status is kept at most: far longer than a watch event takes to
+/// arrive, short enough that statuses of deleted VaultSecrets do not pile up.
+const KEEP: Duration = Duration::from_secs(600);
+/// Expired entries are swept only once the map holds this many, so a sweep stays rare.
+const SWEEP_ABOVE: usize = 1024;
+
+/// Written statuses by VaultSecret uid.
+#[derive(Debug, Default)]
+pub struct WrittenStatuses {
+    by_uid: Mutex<HashMap<String, (VaultSecretStatus, Instant)>>,
+}
+
+impl WrittenStatuses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (VaultSecretStatus, Instant)>> {
+        // A panic while holding the lock leaves a plain map behind, still consistent.
+        self.by_uid
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current status of `vsec`: the one last written when the cached object does not
+    /// show it yet, otherwise the cached object's (and the written one is forgotten).
+    pub fn current(&self, vsec: &VaultSecret) -> VaultSecretStatus {
+        let cached = vsec.status.clone().unwrap_or_default();
+        let Some(uid) = vsec.uid() else {
+            return cached;
+        };
+        let mut by_uid = self.lock();
+        match by_uid.get(&uid) {
+            Some((written, at)) if *written != cached && at.elapsed() < KEEP => written.clone(),
+            Some(_) => {
+                by_uid.remove(&uid);
+                cached
+            }
+            None => cached,
+        }
+    }
+
+    /// Records the status just written for `vsec`.
+    pub fn record(&self, vsec: &VaultSecret, status: VaultSecretStatus) {
+        let Some(uid) = vsec.uid() else { return };
+        let mut by_uid = self.lock();
+        if by_uid.len() >= SWEEP_ABOVE {
+            by_uid.retain(|_, (_, at)| at.elapsed() < KEEP);
+        }
+        by_uid.insert(uid, (status, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vsec(status: Option<VaultSecretStatus>) -> VaultSecret {
+        let mut v: VaultSecret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vaultsync.io/v1alpha1",
+            "kind": "VaultSecret",
+            "metadata": {"name": "app"},
+            "spec": {"vaultUrl": "https://v.vault.azure.net", "data": []},
+        }))
+        .expect("a VaultSecret");
+        v.metadata.uid = Some("uid-1".into());
+        v.status = status;
+        v
+    }
+
+    fn status(name: &str) -> VaultSecretStatus {
+        VaultSecretStatus {
+            secret_name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stale_cache_gives_the_written_status_until_it_catches_up() {
+        let written = WrittenStatuses::default();
+        assert_eq!(written.current(&vsec(None)), VaultSecretStatus::default());
+        written.record(&vsec(None), status("new"));
+        assert_eq!(
+            written.current(&vsec(None)),
+            status("new"),
+            "cache is stale"
+        );
+        assert_eq!(written.current(&vsec(Some(status("new")))), status("new"));
+        // Caught up: forgotten, so the cached object is what counts from now on.
+        assert_eq!(
+            written.current(&vsec(Some(status("other")))),
+            status("other")
+        );
+    }
+}
