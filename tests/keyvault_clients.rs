@@ -637,7 +637,6 @@ impl Scenario {
 }
 
 #[tokio::test]
-#[ignore = "needs the Key Vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn the_official_rust_client_runs_the_scenario_against_the_emulator() {
     install_crypto_provider();
     let credential = Arc::new(StaticCredential::default());

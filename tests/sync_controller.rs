@@ -1,11 +1,11 @@
 //! The sync controller on the local environment: the real `vaultsync` binary per test,
 //! one temporary namespace each, Key Vault answers scripted through the gateway.
 //!
-//! Tests marked `#[ignore = "needs the lowkey-vault emulator ..."]` need a real Key Vault
-//! behind the gateway; `make test` runs them whenever the environment has the emulator.
+//! Values come from the environment's Key Vault emulator, seeded through its REST API.
 
 mod common;
 
+use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
 use k8s_openapi::ByteString;
@@ -410,29 +410,7 @@ async fn start_up_fails_with_a_hint_when_a_crd_is_missing() {
 // ---- with the Key Vault emulator ------------------------------------------------------
 
 async fn seed(name: &str, value: &str) -> String {
-    let emulator = env("VAULTSYNC_TEST_EMULATOR_URL");
-    let response = http_client()
-        .put(format!(
-            "{emulator}/secrets/{name}?api-version={KEY_VAULT_API_VERSION}"
-        ))
-        .bearer_auth("seed")
-        .json(&json!({ "value": value }))
-        .send()
-        .await
-        .expect("emulator reachable");
-    assert!(
-        response.status().is_success(),
-        "seeding {name}: {}",
-        response.status()
-    );
-    let body: serde_json::Value = response.json().await.unwrap();
-    body["id"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
+    KeyVault::first().set(name, value).await
 }
 
 async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Option<Vec<u8>> {
@@ -456,7 +434,6 @@ async fn wait_value(secrets: &Api<Secret>, name: &str, key: &str, expected: &[u8
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn syncs_rotates_and_repairs_the_secret_without_leaking_values() {
     let s = setup().await;
     let kv_name = unique("ExampleSecret");
@@ -581,7 +558,6 @@ async fn syncs_rotates_and_repairs_the_secret_without_leaking_values() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn a_pinned_version_is_not_read_again_once_synced() {
     let s = setup().await;
     let kv_name = unique("pinned");
@@ -616,7 +592,6 @@ async fn a_pinned_version_is_not_read_again_once_synced() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn throttling_after_a_sync_keeps_the_last_good_data() {
     let s = setup().await;
     let kv_name = unique("keep");
@@ -651,7 +626,6 @@ async fn throttling_after_a_sync_keeps_the_last_good_data() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn a_missing_key_vault_secret_is_secret_not_found() {
     let s = setup().await;
     let kv_name = unique("missing");
@@ -661,7 +635,6 @@ async fn a_missing_key_vault_secret_is_secret_not_found() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn a_changed_target_name_removes_the_old_owned_secret() {
     let s = setup().await;
     let kv_name = unique("rename");
@@ -687,7 +660,6 @@ async fn a_changed_target_name_removes_the_old_owned_secret() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn merge_writes_only_its_keys_and_orphan_secrets_outlive_the_vault_secret() {
     let s = setup().await;
     let kv_name = unique("policies");
@@ -761,25 +733,12 @@ async fn merge_writes_only_its_keys_and_orphan_secrets_outlive_the_vault_secret(
 
 /// Seeds a secret with attributes (`enabled`, `exp`, `nbf` as epoch seconds).
 async fn seed_with(name: &str, value: &str, attributes: serde_json::Value) {
-    let emulator = env("VAULTSYNC_TEST_EMULATOR_URL");
-    let response = http_client()
-        .put(format!(
-            "{emulator}/secrets/{name}?api-version={KEY_VAULT_API_VERSION}"
-        ))
-        .bearer_auth("seed")
-        .json(&json!({ "value": value, "attributes": attributes }))
-        .send()
-        .await
-        .expect("emulator reachable");
-    assert!(
-        response.status().is_success(),
-        "seeding {name}: {}",
-        response.status()
-    );
+    KeyVault::first()
+        .set_with(name, json!({ "value": value, "attributes": attributes }))
+        .await;
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn each_value_problem_has_its_reason_and_no_value_in_the_message() {
     let s = setup().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -794,8 +753,8 @@ async fn each_value_problem_has_its_reason_and_no_value_in_the_message() {
     seed_with(&expired, "expired-value", json!({"exp": now - 3600})).await;
     seed_with(&future, "future-value", json!({"nbf": now + 3600})).await;
     seed(&plain, "plain-value!").await;
-    // 20 keys of 60 kB each: over a Secret's 1 MiB.
-    seed(&big, &"x".repeat(60_000)).await;
+    // 41 keys of Key Vault's largest value (25,600 bytes): over a Secret's 1 MiB.
+    seed(&big, &"x".repeat(25_600)).await;
     let all = [&disabled, &expired, &future, &plain, &big];
     let client_id = operator_identity(&s.doubles, &all.map(|n| n.as_str())).await;
     let operator = Operator::start(&s.ns.name, &client_id, &[]);
@@ -821,7 +780,7 @@ async fn each_value_problem_has_its_reason_and_no_value_in_the_message() {
         single(&plain, json!({"decoding": "Base64"})),
     )
     .await;
-    let many: Vec<_> = (0..20)
+    let many: Vec<_> = (0..41)
         .map(|i| json!({"key": format!("k{i}"), "remoteRef": {"name": big}}))
         .collect();
     create(
@@ -834,7 +793,7 @@ async fn each_value_problem_has_its_reason_and_no_value_in_the_message() {
     for (name, reason) in [
         ("disabled", "SecretDisabled"),
         ("expired", "SecretExpired"),
-        ("future", "SecretExpired"),
+        ("future", "SecretNotYetValid"),
         ("property", "PropertyNotFound"),
         ("decoding", "DecodingFailed"),
         ("large", "SecretTooLarge"),
@@ -869,7 +828,6 @@ async fn each_value_problem_has_its_reason_and_no_value_in_the_message() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL)"]
 async fn a_secret_the_api_server_refuses_is_an_invalid_spec() {
     let s = setup().await;
     let kv_name = unique("not-tls");

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::keyvault::KeyVault;
+
 use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use base64::Engine as _;
@@ -279,7 +281,6 @@ async fn the_managed_identity_endpoint_serves_registered_client_ids_only() {
 }
 
 #[tokio::test]
-#[ignore = "needs the lowkey-vault emulator (VAULTSYNC_TEST_EMULATOR_URL); make test runs it when the environment has one"]
 async fn a_secret_seeded_in_the_emulator_is_read_through_the_gateway() {
     let client = kube_client().await;
     let doubles = Doubles::new();
@@ -287,25 +288,7 @@ async fn a_secret_seeded_in_the_emulator_is_read_through_the_gateway() {
     let name = unique("smoke-read");
     doubles.grant(&identity.client_id, &[&name]).await;
 
-    let emulator = env("VAULTSYNC_TEST_EMULATOR_URL");
-    assert!(
-        !emulator.is_empty(),
-        "the environment has no Key Vault emulator"
-    );
-    let seeded = http_client()
-        .put(format!(
-            "{emulator}/secrets/{name}?api-version={KEY_VAULT_API_VERSION}"
-        ))
-        .bearer_auth("seed")
-        .json(&json!({"value": "MyAKSExampleSecret"}))
-        .send()
-        .await
-        .expect("emulator reachable");
-    assert!(
-        seeded.status().is_success(),
-        "seeding failed: {}",
-        seeded.status()
-    );
+    KeyVault::first().set(&name, "MyAKSExampleSecret").await;
 
     let secret = secret_client(identity.credential())
         .get_secret(&name, None)
