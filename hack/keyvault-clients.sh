@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Key Vault client scenario (testenv/keyvault-clients/) with the official Python
 # and Go Key Vault secrets clients against the Key Vault emulator. (The Rust client's run
-# of the same scenario is tests/keyvault_clients.rs, an ignored test of `cargo test`.)
+# of the same scenario is tests/keyvault_clients.rs, run by `cargo test`.)
 #
 # Expects the environment of .testenv/env.sh (this script sources nothing):
 #   VAULTSYNC_TEST_EMULATOR_URL  https base URL of one emulator vault

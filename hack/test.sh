@@ -8,6 +8,9 @@ source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 cd "$repo_root"
 
 use_testenv
+# The integration tests mostly wait on the operator and the API server, not on the CPU:
+# run more of them at once than there are cores.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-8}
 
 if [[ "$VAULTSYNC_TEST_KEYVAULT" == emulator ]]; then
   cargo test --workspace
