@@ -1736,8 +1736,21 @@ async fn empty_vault<V: Vault>(vault: &mut V, base: &str) -> Result<(), String> 
 
 // --- the test -----------------------------------------------------------------------------
 
+/// `VAULTSYNC_KEYVAULT_CONFORMANCE_DIR`/recordings, else the conformance folder that every
+/// engineer and CI have next to the repository (`../shared/keyvault-conformance`).
 fn recordings_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/keyvault-conformance/recordings")
+    let dir = std::env::var_os("VAULTSYNC_KEYVAULT_CONFORMANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/keyvault-conformance")
+        })
+        .join("recordings");
+    assert!(
+        dir.is_dir(),
+        "the Key Vault recordings are not at {}: the replay needs ../shared/keyvault-conformance next to the repository, or VAULTSYNC_KEYVAULT_CONFORMANCE_DIR set to that folder",
+        dir.display()
+    );
+    dir
 }
 
 /// Every `*.json` under the recordings directory (one level of language folders), sorted.

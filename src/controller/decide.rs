@@ -536,6 +536,30 @@ pub fn without_request_id(message: &str) -> String {
     out
 }
 
+/// An API server refusal with every single-quoted fragment masked. The API server redacts
+/// a Secret's values in its own field errors (`"<secret contents redacted>"`), but the
+/// parser errors it appends quote the offending input, as Go's JSON decoder does
+/// (`invalid character 'Z' looking for beginning of value`): part of the value. Kubernetes
+/// quotes names with double quotes, so masking single quotes keeps the field path and
+/// the kind of error.
+pub fn redact_quoted_input(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('\'');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let rest: Vec<&str> = parts.collect();
+    // Fragments alternate quoted, unquoted; an unpaired last quote masks the rest.
+    for (i, part) in rest.iter().enumerate() {
+        if i % 2 == 0 {
+            out.push_str("'…'");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// How long to wait before retrying a failure: the time since the condition turned
 /// False, bounded, so retries slow down geometrically without per-object state.
 /// `retry_after` (Key Vault's `Retry-After`) is a floor; `passes_in` (the time until a
@@ -1108,6 +1132,17 @@ mod tests {
             retry_delay(Reason::VaultUnreachable, Some(t0), much_later, None, None),
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn refusals_keep_the_field_and_lose_the_quoted_input() {
+        let refused = "Secret \"dcj\" is invalid: data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": invalid character 'Z' looking for beginning of value";
+        assert_eq!(
+            redact_quoted_input(refused),
+            "Secret \"dcj\" is invalid: data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": invalid character '…' looking for beginning of value"
+        );
+        assert_eq!(redact_quoted_input("a 'x' b 'y"), "a '…' b '…'");
+        assert_eq!(redact_quoted_input("no quotes"), "no quotes");
     }
 
     fn much_later_than(t: Timestamp) -> Timestamp {

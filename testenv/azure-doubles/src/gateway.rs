@@ -54,6 +54,14 @@ pub fn secret_name(path: &str) -> Option<&str> {
     }
 }
 
+/// Whether a path has a `.` or `..` segment, also percent-encoded (`%2e`).
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 fn vault_error(
     status: StatusCode,
     code: &str,
@@ -181,6 +189,19 @@ impl Gateway {
             }
         }
 
+        // Access is decided on the path as sent; a dot segment would name one secret here
+        // and another once the forwarded URL is resolved.
+        if has_dot_segment(req.uri().path()) {
+            return Ok(vault_error(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                format!(
+                    "The request URI contains an invalid path: {}",
+                    req.uri().path()
+                ),
+                None,
+            ));
+        }
         if !self.registry.access_allows(&claims.appid, secret) {
             let action = match (req.method().as_str(), secret) {
                 ("GET", Some(_)) => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
@@ -268,7 +289,16 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests {
-    use super::secret_name;
+    use super::{has_dot_segment, secret_name};
+
+    #[test]
+    fn dot_segments_are_found_also_percent_encoded() {
+        assert!(has_dot_segment("/secrets/allowed/../other"));
+        assert!(has_dot_segment("/secrets/allowed/%2E%2e/other"));
+        assert!(has_dot_segment("/secrets/./other"));
+        assert!(!has_dot_segment("/secrets/a.b/"));
+        assert!(!has_dot_segment("/secrets/db/0123"));
+    }
 
     #[test]
     fn secret_name_from_key_vault_paths() {

@@ -69,9 +69,17 @@ pub fn decode(text: &str) -> Result<Payload, BlobFault> {
         return Err(BlobFault::BadVersion);
     }
     let payload: Payload = serde_json::from_slice(payload).map_err(|_| BlobFault::Corrupt)?;
+    // A blob is restored only if every version could have been set: a forged or damaged
+    // blob must not bring in what the service itself refuses.
+    let distinct_ids: std::collections::HashSet<&str> =
+        payload.versions.iter().map(|v| v.id.as_str()).collect();
     let sound = validate_name(&payload.name).is_ok()
         && !payload.versions.is_empty()
-        && payload.versions.iter().all(|v| is_version_id(&v.id));
+        && distinct_ids.len() == payload.versions.len()
+        && payload
+            .versions
+            .iter()
+            .all(|v| is_version_id(&v.id) && v.value.len() <= super::store::MAX_VALUE_BYTES);
     if !sound {
         return Err(BlobFault::Corrupt);
     }
@@ -106,6 +114,19 @@ mod tests {
         let payload = decode(&blob).expect("decodes");
         assert_eq!(payload.name, "Db-Password");
         assert_eq!(payload.versions, versions);
+    }
+
+    #[test]
+    fn forged_blobs_with_what_set_refuses_are_corrupt() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let twice = encode("forged", &[version(id), version(id)]);
+        assert_eq!(decode(&twice).err(), Some(BlobFault::Corrupt));
+        let mut big = version(id);
+        big.value = "x".repeat(super::super::store::MAX_VALUE_BYTES + 1);
+        assert_eq!(
+            decode(&encode("forged", &[big])).err(),
+            Some(BlobFault::Corrupt)
+        );
     }
 
     #[test]
