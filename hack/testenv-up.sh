@@ -22,8 +22,11 @@ esac
 if [[ -f "$state_dir/env.sh" ]]; then
   healthy=true
   for c in "${components[@]}"; do component_alive "$c" || healthy=false; done
+  # An env.sh from before the per-host vault flags would start operators that refuse
+  # the environment's vaults: such an environment is restarted.
   # shellcheck source=/dev/null
   if $healthy && (source "$state_dir/env.sh" && [[ "$VAULTSYNC_TEST_KEYVAULT" == "$keyvault_backend" ]] &&
+    [[ -n "${VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR:-}" ]] &&
     kubectl get --raw /readyz >/dev/null 2>&1); then
     say "already up ($state_dir/env.sh)"
     exit 0
@@ -221,7 +224,10 @@ export AZURE_TENANT_ID='$tenant_id'
 export AZURE_CLIENT_ID='$operator_client_id'
 export AZURE_FEDERATED_TOKEN_FILE='$token_file'
 export VAULTSYNC_EXTRA_CA_FILE='$pki/ca.crt'
-export VAULTSYNC_SKIP_CHALLENGE_RESOURCE_VERIFICATION=true
+# The operator calls only Key Vault hosts plus these suffixes, and skips the challenge
+# resource check (which a loopback host can never pass) for the two gateways alone.
+export VAULTSYNC_EXTRA_VAULT_SUFFIXES=127.0.0.1,localhost
+export VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR='127.0.0.1:$vault_port,localhost:$vault2_port'
 export IDENTITY_ENDPOINT='https://127.0.0.1:$identity_port/msi/token'
 export IDENTITY_HEADER='$identity_header'
 ENV

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vaultsync::controller::{self, ControllerConfig};
 use vaultsync::leader::{Elector, LeaseConfig};
-use vaultsync::source::{KeyVaultOptions, KeyVaultSource};
+use vaultsync::source::{KeyVaultOptions, KeyVaultSource, VaultPolicy};
 use vaultsync::telemetry::{self, LogFormat, Metrics, Readiness};
 
 #[derive(Debug, Parser)]
@@ -45,10 +45,20 @@ struct RunArgs {
     /// PEM file of extra CA certificates trusted for Key Vault and token endpoints.
     #[arg(long, env = "VAULTSYNC_EXTRA_CA_FILE")]
     extra_ca_file: Option<PathBuf>,
-    /// Skip checking that Key Vault's authentication challenge names the vault's own
-    /// domain. Only for emulators on localhost; never in production.
-    #[arg(long, env = "VAULTSYNC_SKIP_CHALLENGE_RESOURCE_VERIFICATION", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
-    skip_challenge_resource_verification: bool,
+    /// DNS suffixes of vault hosts accepted besides Key Vault's own (`.vault.azure.net` and
+    /// the sovereign clouds'), comma-separated; a suffix matches a host equal to it or
+    /// ending with `.` and it. For emulators and private DNS names.
+    #[arg(long, env = "VAULTSYNC_EXTRA_VAULT_SUFFIXES", value_delimiter = ',')]
+    extra_vault_suffixes: Vec<String>,
+    /// Vault hosts (host, or host:port as in vaultUrl) whose authentication challenge is
+    /// not checked to name the vault's own domain, comma-separated. Only for emulators,
+    /// whose host can never match; never in production.
+    #[arg(
+        long,
+        env = "VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR",
+        value_delimiter = ','
+    )]
+    skip_challenge_verification_for: Vec<String>,
     /// Whether VaultSecrets without spec.identity may read Key Vault with the operator's
     /// own identity. Switch off on shared clusters.
     #[arg(long, env = "VAULTSYNC_ALLOW_OPERATOR_IDENTITY", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
@@ -122,9 +132,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The Azure crates and kube both use rustls; one process-wide provider avoids the
     // "could not determine the process-level CryptoProvider" panic.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    if args.skip_challenge_resource_verification {
+    let vaults = VaultPolicy::new(
+        &args.extra_vault_suffixes,
+        &args.skip_challenge_verification_for,
+    );
+    if !vaults.skip_challenge_verification_for().is_empty() {
         tracing::warn!(
-            "Key Vault challenge-resource verification is OFF (--skip-challenge-resource-verification): use this only with an emulator, never in production"
+            hosts = ?vaults.skip_challenge_verification_for(),
+            "Key Vault challenge-resource verification is OFF for these vault hosts (--skip-challenge-verification-for): use this only with an emulator, never in production"
+        );
+    }
+    if std::env::var_os("VAULTSYNC_SKIP_CHALLENGE_RESOURCE_VERIFICATION").is_some() {
+        tracing::warn!(
+            "VAULTSYNC_SKIP_CHALLENGE_RESOURCE_VERIFICATION is set but has no effect any more: name the emulator hosts in --skip-challenge-verification-for"
         );
     }
     let extra_ca_pem = match &args.extra_ca_file {
@@ -151,7 +171,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let source = KeyVaultSource::new(
         KeyVaultOptions {
             extra_ca_pem,
-            verify_challenge_resource: !args.skip_challenge_resource_verification,
+            vaults,
             api_version: args.key_vault_api_version.clone(),
             requests_per_second_per_vault: args.vault_requests_per_second,
             request_timeout: Duration::from_secs(args.request_timeout_seconds),

@@ -114,6 +114,36 @@ async fn vault_url_must_be_https() {
 }
 
 #[tokio::test]
+async fn vault_url_is_a_host_and_port_only() {
+    for url in [
+        "https://my-vault.vault.azure.net/",
+        "https://my-vault.vault.azure.net:443",
+        "https://My-Vault.Vault.Azure.Net",
+        "https://localhost:8443",
+        "https://127.0.0.1:49567/",
+    ] {
+        admit(with(&["vaultUrl"], json!(url)))
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    for url in [
+        "https://my-vault.vault.azure.net/secrets",
+        "https://my-vault.vault.azure.net//",
+        "https://my-vault.vault.azure.net/?api-version=7.6",
+        "https://my-vault.vault.azure.net?x=1",
+        "https://my-vault.vault.azure.net#frag",
+        "https://user@my-vault.vault.azure.net",
+        "https://user:pass@my-vault.vault.azure.net",
+    ] {
+        refused(
+            with(&["vaultUrl"], json!(url)),
+            "vaultUrl must be only https:// and a host with an optional port",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn key_vault_secret_names_are_checked() {
     refused(
         with(&["data", "0", "remoteRef", "name"], json!("bad_name")),

@@ -55,8 +55,12 @@ pub const READY: &str = "Ready";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VaultSecretSpec {
-    /// URL of the Key Vault, e.g. `https://my-vault.vault.azure.net`. HTTPS only.
+    /// URL of the Key Vault, e.g. `https://my-vault.vault.azure.net`: HTTPS, a host and an
+    /// optional port only (no path, query, fragment or user info; one trailing `/` is
+    /// fine). The operator calls only hosts on Key Vault's DNS suffixes and those its
+    /// `--extra-vault-suffixes` flag adds.
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''").message("vaultUrl must be an https:// URL with a host, e.g. https://my-vault.vault.azure.net"))]
+    #[x_kube(validation = Rule::new("self.matches('^[hH][tT][tT][pP][sS]://[^/?#@]+/?$')").message("vaultUrl must be only https:// and a host with an optional port: no path, query, fragment or user info, e.g. https://my-vault.vault.azure.net"))]
     #[schemars(length(max = 2048))]
     pub vault_url: String,
 

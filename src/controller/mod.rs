@@ -475,7 +475,12 @@ async fn read_all(
     ctx: &Context,
     kept: BTreeMap<String, (SecretBytes, String)>,
 ) -> Result<BTreeMap<String, (SecretBytes, String)>, Failure> {
-    let vault_url = vsec.spec.vault_url.trim_end_matches('/');
+    // Normalised, so that spellings of one vault share its client, reads and budget; a
+    // host that is not a vault this operator calls is a spec error, and nothing is sent.
+    let vault_url = ctx
+        .source
+        .vault_url(&vsec.spec.vault_url)
+        .map_err(|message| Failure::new(Reason::InvalidSpec, message))?;
     let pending: Vec<_> = vsec
         .spec
         .data
@@ -483,7 +488,7 @@ async fn read_all(
         .filter(|entry| !kept.contains_key(&entry.key))
         .map(|entry| {
             let request = SecretRequest {
-                vault_url: vault_url.to_owned(),
+                vault_url: vault_url.clone(),
                 identity: identity.clone(),
                 name: entry.remote_ref.name.clone(),
                 version: entry.remote_ref.pinned_version().map(str::to_owned),

@@ -42,6 +42,18 @@ pub enum SourceError {
     },
     #[error("identity {identity} could not get a Key Vault token: {detail}")]
     Identity { identity: String, detail: String },
+    /// Key Vault answered 200 without a `value`. Reported as `VaultUnreachable`: the
+    /// answer did not come from a working Key Vault (a proxy, a captive portal, a fault),
+    /// which is retried like an outage, and nothing is written from it.
+    #[error("Key Vault {vault} answered the read of '{name}' without a value (HTTP 200 with no `value`); nothing was written{}", request_id_suffix(.request_id))]
+    NoValue {
+        vault: String,
+        name: String,
+        request_id: Option<String>,
+    },
+    /// The vault is not one this operator sends requests to; no request was made.
+    #[error("{detail}")]
+    VaultNotAllowed { vault: String, detail: String },
 }
 
 fn request_id_suffix(request_id: &Option<String>) -> String {
@@ -66,6 +78,8 @@ impl SourceError {
             SourceError::Throttled { .. } => Reason::Throttled,
             SourceError::Unreachable { .. } => Reason::VaultUnreachable,
             SourceError::Identity { .. } => Reason::IdentityError,
+            SourceError::NoValue { .. } => Reason::VaultUnreachable,
+            SourceError::VaultNotAllowed { .. } => Reason::InvalidSpec,
         }
     }
 
@@ -185,5 +199,25 @@ mod tests {
             "Key Vault https://v.vault.azure.net throttled the read of 'db'; retry after 2s (request id rid-1)"
         );
         assert_eq!(e.reason(), Reason::Throttled);
+    }
+
+    #[test]
+    fn an_answer_without_a_value_is_a_failure_and_a_refused_vault_a_spec_error() {
+        let e = SourceError::NoValue {
+            vault: "https://v.vault.azure.net".into(),
+            name: "db".into(),
+            request_id: Some("rid-2".into()),
+        };
+        assert_eq!(e.reason(), Reason::VaultUnreachable);
+        assert_eq!(
+            e.to_string(),
+            "Key Vault https://v.vault.azure.net answered the read of 'db' without a value (HTTP 200 with no `value`); nothing was written (request id rid-2)"
+        );
+        let refused = SourceError::VaultNotAllowed {
+            vault: "https://kubernetes.default.svc".into(),
+            detail: "vaultUrl host 'kubernetes.default.svc' is not a Key Vault host".into(),
+        };
+        assert_eq!(refused.reason(), Reason::InvalidSpec);
+        assert!(refused.to_string().contains("kubernetes.default.svc"));
     }
 }

@@ -8,10 +8,12 @@ mod error;
 pub mod identity;
 mod single_flight;
 mod value;
+pub mod vault_url;
 
 pub use error::{HttpFailure, SourceError, classify};
 pub use identity::{CredentialKey, IdentityRef};
 pub use value::SecretBytes;
+pub use vault_url::VaultPolicy;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
@@ -28,7 +30,8 @@ use time::OffsetDateTime;
 /// One read of one Key Vault secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SecretRequest {
-    /// The vault, e.g. `https://my-vault.vault.azure.net`, without a trailing `/`.
+    /// The vault as [`vault_url::normalize`] gives it, e.g. `https://my-vault.vault.azure.net`:
+    /// clients, shared reads and budgets are keyed by it.
     pub vault_url: String,
     pub identity: IdentityRef,
     /// The secret's name as the spec spells it (Key Vault ignores its case).
@@ -64,14 +67,19 @@ pub struct FetchedSecret {
 #[async_trait::async_trait]
 pub trait SecretSource: Send + Sync {
     async fn fetch(&self, request: &SecretRequest) -> Result<Arc<FetchedSecret>, SourceError>;
+
+    /// The URL this source calls for a spec's `vaultUrl`, normalised; or why it calls
+    /// nothing there (not scheme and host only, or not a vault host it accepts).
+    fn vault_url(&self, spec_vault_url: &str) -> Result<String, String>;
 }
 
 #[derive(Debug, Clone)]
 pub struct KeyVaultOptions {
     /// Extra PEM roots for Key Vault and token endpoints (private CAs, emulators).
     pub extra_ca_pem: Option<Vec<u8>>,
-    /// Off only for emulators, whose host can never match the challenge resource.
-    pub verify_challenge_resource: bool,
+    /// The vault hosts requests may go to, and those whose challenge resource is not
+    /// verified (emulators, whose host can never match it).
+    pub vaults: VaultPolicy,
     pub api_version: String,
     pub requests_per_second_per_vault: f64,
     pub request_timeout: Duration,
@@ -283,7 +291,9 @@ impl KeyVaultSource {
             Some(SecretClientOptions {
                 api_version: self.options.api_version.clone(),
                 client_options: self.client_options.clone(),
-                verify_challenge_resource: Some(self.options.verify_challenge_resource),
+                verify_challenge_resource: Some(
+                    !self.options.vaults.skips_challenge_verification(vault_url),
+                ),
             }),
         )
         .map_err(|e| SourceError::Unreachable {
@@ -317,6 +327,13 @@ impl KeyVaultSource {
         self: Arc<Self>,
         request: SecretRequest,
     ) -> Result<Arc<FetchedSecret>, SourceError> {
+        // Checked again here, before any token is requested, whoever built the request.
+        if let Err(detail) = self.options.vaults.check(&request.vault_url) {
+            return Err(SourceError::VaultNotAllowed {
+                vault: request.vault_url.clone(),
+                detail,
+            });
+        }
         let key = self.resolve(&request.identity).await?;
         let client = self.client(&request.vault_url, &key)?;
         let budget = self.budget(&request.vault_url);
@@ -336,6 +353,9 @@ impl KeyVaultSource {
                 return Err(failure);
             }
         };
+        let response_request_id = response.headers().get_optional_string(
+            &azure_core::http::headers::HeaderName::from_static("x-ms-request-id"),
+        );
         let secret = response
             .into_model()
             .map_err(|e| SourceError::Unreachable {
@@ -349,9 +369,18 @@ impl KeyVaultSource {
             .and_then(|id| id.trim_end_matches('/').rsplit('/').next())
             .unwrap_or_default()
             .to_owned();
+        // A 200 without a value is not an empty secret: something other than Key Vault
+        // answered, or Key Vault misbehaved. Nothing is written from it.
+        let Some(value) = secret.value else {
+            return Err(SourceError::NoValue {
+                vault: request.vault_url.clone(),
+                name: request.name.clone(),
+                request_id: response_request_id,
+            });
+        };
         let attributes = secret.attributes.clone().unwrap_or_default();
         Ok(Arc::new(FetchedSecret {
-            value: SecretBytes::from_string(secret.value.unwrap_or_default()),
+            value: SecretBytes::from_string(value),
             version,
             content_type: secret.content_type,
             enabled: attributes.enabled,
@@ -421,6 +450,14 @@ fn to_source_error(
             identity: identity.to_owned(),
             detail: err.to_string(),
         },
+        // The vault's challenge named another domain: it is not trusted with a token.
+        _ if err.to_string().contains("challenge resource") => SourceError::Unreachable {
+            vault,
+            name,
+            detail: format!(
+                "{err} (no token was sent; every vault's challenge is verified unless its host is in --skip-challenge-verification-for)"
+            ),
+        },
         // Transport failures: refused connections, TLS, DNS, timeouts.
         _ => SourceError::Unreachable {
             vault,
@@ -440,6 +477,10 @@ impl SecretSource for Arc<KeyVaultSource> {
         self.in_flight
             .run(&request.read_key(), move || source.read(owned))
             .await
+    }
+
+    fn vault_url(&self, spec_vault_url: &str) -> Result<String, String> {
+        self.options.vaults.check(spec_vault_url)
     }
 }
 
