@@ -425,7 +425,7 @@ fn refused_as_invalid_spec(error: Error, target_name: &str) -> Stop {
                 Reason::InvalidSpec,
                 format!(
                     "the API server refused Secret '{target_name}': {}",
-                    refused.message
+                    decide::redact_quoted_input(&refused.message)
                 ),
             )
             .into()
