@@ -41,8 +41,10 @@ component_alive vaultsync || die "vaultsync exited at start-up (log: $state_dir/
 
 step "Apply deploy/examples/vaultsecret.yaml (vaultUrl set to the local gateway, refresh every 10s)"
 kubectl delete vsec example-secret --ignore-not-found --wait=true >/dev/null
-sed -e "s#https://my-vault.vault.azure.net#$VAULTSYNC_TEST_VAULT_URL#" -e 's#refreshInterval: 1h#refreshInterval: 10s#' \
-  deploy/examples/vaultsecret.yaml | tee /dev/stderr | kubectl apply -f -
+manifest=$(sed -e "s#https://my-vault.vault.azure.net#$VAULTSYNC_TEST_VAULT_URL#" -e 's#refreshInterval: 1h#refreshInterval: 10s#' \
+  deploy/examples/vaultsecret.yaml)
+printf '%s\n' "$manifest"
+printf '%s\n' "$manifest" | kubectl apply -f -
 
 step "Wait for Ready"
 if ! kubectl wait --for=condition=Ready vsec/example-secret --timeout=120s; then
