@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use vaultsync::controller::grants::OperatorIdentity;
 use vaultsync::controller::{self, ControllerConfig};
 use vaultsync::leader::{Elector, LeaseConfig};
 use vaultsync::source::{KeyVaultOptions, KeyVaultSource, VaultPolicy};
@@ -59,10 +60,11 @@ struct RunArgs {
         value_delimiter = ','
     )]
     skip_challenge_verification_for: Vec<String>,
-    /// Whether VaultSecrets without spec.identity may read Key Vault with the operator's
-    /// own identity. Switch off on shared clusters.
-    #[arg(long, env = "VAULTSYNC_ALLOW_OPERATOR_IDENTITY", action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
-    allow_operator_identity: bool,
+    /// Where VaultSecrets without spec.identity may read Key Vault with the operator's own
+    /// identity: `namespaces` (only where the Namespace is annotated
+    /// vaultsync.io/operator-identity: "allowed"), `all` (single-tenant clusters) or `none`.
+    #[arg(long, env = "VAULTSYNC_OPERATOR_IDENTITY", value_enum, default_value_t = OperatorIdentity::Namespaces)]
+    operator_identity: OperatorIdentity,
     /// Tenant of ServiceAccounts without the azure.workload.identity/tenant-id annotation;
     /// default: AZURE_TENANT_ID.
     #[arg(long, env = "VAULTSYNC_DEFAULT_TENANT_ID")]
@@ -194,9 +196,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ControllerConfig {
         namespaces: args.namespaces,
         concurrency: args.concurrency.max(1),
-        allow_operator_identity: args.allow_operator_identity,
+        operator_identity: args.operator_identity,
     };
-    tracing::info!(namespaces = ?config.namespaces, concurrency = config.concurrency, allow_operator_identity = config.allow_operator_identity, "starting vaultsync");
+    tracing::info!(namespaces = ?config.namespaces, concurrency = config.concurrency, operator_identity = %config.operator_identity, "starting vaultsync");
     let elector = args.leader_election.then(|| {
         let lease_seconds = args.leader_election_lease_seconds.max(3);
         Elector::new(

@@ -7,10 +7,11 @@ mod common;
 use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
+use std::time::{Duration, Instant};
 use vaultsync::api::VaultSecret;
 
 const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
@@ -174,11 +175,7 @@ async fn identity_problems_are_identity_errors_that_name_the_service_account() {
     sas.create(&PostParams::default(), &sa).await.unwrap();
     create_service_account(&client, &t.ns.name, "unannotated").await;
     let operator_id = operator_identity(&doubles, &[]).await;
-    let _operator = Operator::start(
-        &t.ns.name,
-        &operator_id,
-        &["--allow-operator-identity=false"],
-    );
+    let _operator = Operator::start(&t.ns.name, &operator_id, &["--operator-identity=none"]);
 
     for (name, sa) in [
         ("missing", "does-not-exist"),
@@ -272,19 +269,30 @@ async fn a_user_assigned_managed_identity_reads_through_the_app_service_endpoint
     let client = kube_client().await;
     ensure_crd(&client).await;
     let doubles = Doubles::new();
-    let ns = TempNamespace::create(&client).await;
-    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
     let mi = uuid::Uuid::new_v4().to_string();
+    let unregistered = uuid::Uuid::new_v4().to_string();
+    // Both granted to the namespace (ids compare case-insensitively), so that the managed
+    // identity endpoint, not the grant, refuses the unregistered one.
+    let granted = format!("{mi}, {}", unregistered.to_uppercase());
+    let ns = TempNamespace::create_with_annotations(
+        &client,
+        &[
+            OPERATOR_IDENTITY_GRANT,
+            (MANAGED_IDENTITIES_GRANT, &granted),
+        ],
+    )
+    .await;
+    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
     let secret = unique("mi-secret");
     KeyVault::first().set(&secret, "mi-value").await;
     doubles
         .put(&format!("/managed-identities/{mi}"), json!({}))
         .await;
     doubles.grant(&mi, &[&secret]).await;
-    let unregistered = uuid::Uuid::new_v4().to_string();
     let operator_id = operator_identity(&doubles, &[]).await;
-    // The flag set through its environment variable, as a Deployment would.
-    let vars = [("VAULTSYNC_ALLOW_OPERATOR_IDENTITY", "false")];
+    // The flag set through its environment variable, as a Deployment would; `none` refuses
+    // the operator's identity even though the namespace grants it.
+    let vars = [("VAULTSYNC_OPERATOR_IDENTITY", "none")];
     let _operator = Operator::start_with_env(&ns.name, &operator_id, &[], &vars);
     let operator_spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "value", "remoteRef": {"name": secret}}]});
     vsecs
@@ -295,10 +303,7 @@ async fn a_user_assigned_managed_identity_reads_through_the_app_service_endpoint
         .await
         .unwrap();
     let message = reason_message(&vsecs, "operator", "IdentityError").await;
-    assert!(
-        message.contains("--allow-operator-identity=false"),
-        "{message}"
-    );
+    assert!(message.contains("--operator-identity=none"), "{message}");
 
     vsecs
         .create(
@@ -329,4 +334,228 @@ async fn a_user_assigned_managed_identity_reads_through_the_app_service_endpoint
     );
     let message = reason_message(&vsecs, "unknown", "IdentityError").await;
     assert!(message.contains(&unregistered), "{message}");
+}
+
+// ---- identities are granted, not claimed ---------------------------------------------
+
+/// A spec without `spec.identity`: the operator's own identity.
+fn operator_spec(secret: &str) -> serde_json::Value {
+    json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "value", "remoteRef": {"name": secret}}]})
+}
+
+/// Sets (or, with `None`, removes) an annotation of a Namespace, as a cluster
+/// administrator would.
+async fn annotate_namespace(
+    client: &kube::Client,
+    namespace: &str,
+    key: &str,
+    value: Option<&str>,
+) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(namespace, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_identity_is_used_only_where_the_namespace_grants_it() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let granted = TempNamespace::create(&client).await;
+    let ungranted = TempNamespace::create_ungranted(&client).await;
+    let granted_secret = unique("granted");
+    let ungranted_secret = unique("ungranted");
+    KeyVault::first()
+        .set(&granted_secret, "granted-value")
+        .await;
+    KeyVault::first()
+        .set(&ungranted_secret, "ungranted-value")
+        .await;
+    // Key Vault would let the operator read both: only the namespace grant stands between.
+    let operator_id = operator_identity(&doubles, &[&granted_secret, &ungranted_secret]).await;
+    let _operator = Operator::start(
+        &format!("{},{}", granted.name, ungranted.name),
+        &operator_id,
+        &[],
+    );
+    let granted_vsecs = Api::<VaultSecret>::namespaced(client.clone(), &granted.name);
+    let ungranted_vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ungranted.name);
+    for (vsecs, secret) in [
+        (&granted_vsecs, &granted_secret),
+        (&ungranted_vsecs, &ungranted_secret),
+    ] {
+        vsecs
+            .create(
+                &PostParams::default(),
+                &vault_secret("app", operator_spec(secret)),
+            )
+            .await
+            .unwrap();
+    }
+    wait_access_granted(&granted_vsecs, "app").await;
+    let message = reason_message(&ungranted_vsecs, "app", "IdentityError").await;
+    let refused_since = Instant::now();
+    let ns = &ungranted.name;
+    assert!(
+        message.contains(&format!(
+            "namespace '{ns}' is not granted the operator's own identity"
+        )) && message.contains("annotation vaultsync.io/operator-identity: \"allowed\"")
+            && message.contains(&format!(
+                "kubectl annotate namespace {ns} vaultsync.io/operator-identity=allowed --overwrite"
+            )),
+        "{message}"
+    );
+    assert!(
+        events_of(&client, ns, "app")
+            .await
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "IdentityError" && n == &message)
+    );
+
+    // Let the refusal stand until its retries are about 40 s apart, then grant: the
+    // VaultSecret is reconciled at once, because the Namespace changed, not at its retry.
+    while refused_since.elapsed() < Duration::from_secs(45) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        doubles.vault_requests("GET", &ungranted_secret).await,
+        0,
+        "no Key Vault request for a refused identity, on any retry"
+    );
+    let (key, value) = OPERATOR_IDENTITY_GRANT;
+    annotate_namespace(&client, ns, key, Some(value)).await;
+    let granted_at = Instant::now();
+    wait_access_granted(&ungranted_vsecs, "app").await;
+    assert!(
+        granted_at.elapsed() < Duration::from_secs(20),
+        "the grant took {:?} to take effect",
+        granted_at.elapsed()
+    );
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns);
+    let synced = secret.get("app").await.unwrap().data.unwrap()["value"]
+        .0
+        .clone();
+    assert_eq!(synced, b"ungranted-value");
+
+    // Withdrawn: refused at once, and the Secret keeps its last good data.
+    annotate_namespace(&client, ns, key, None).await;
+    let withdrawn_at = Instant::now();
+    wait_reason(&ungranted_vsecs, "app", "IdentityError").await;
+    assert!(
+        withdrawn_at.elapsed() < Duration::from_secs(20),
+        "the withdrawal took {:?} to take effect",
+        withdrawn_at.elapsed()
+    );
+    assert_eq!(
+        secret.get("app").await.unwrap().data.unwrap()["value"].0,
+        b"ungranted-value"
+    );
+}
+
+#[tokio::test]
+async fn a_managed_identity_is_used_only_in_namespaces_granted_it() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let mi = uuid::Uuid::new_v4().to_string();
+    doubles
+        .put(&format!("/managed-identities/{mi}"), json!({}))
+        .await;
+    let granted_secret = unique("mi-granted");
+    let ungranted_secret = unique("mi-ungranted");
+    KeyVault::first()
+        .set(&granted_secret, "granted-value")
+        .await;
+    KeyVault::first()
+        .set(&ungranted_secret, "ungranted-value")
+        .await;
+    doubles
+        .grant(&mi, &[&granted_secret, &ungranted_secret])
+        .await;
+    // Whitespace around the ids and another case are tolerated.
+    let list = format!(" {} , {} ", uuid::Uuid::new_v4(), mi.to_uppercase());
+    let granted =
+        TempNamespace::create_with_annotations(&client, &[(MANAGED_IDENTITIES_GRANT, &list)]).await;
+    // Granted the operator's identity, which grants no managed identity.
+    let ungranted = TempNamespace::create(&client).await;
+    let operator_id = operator_identity(&doubles, &[]).await;
+    let _operator = Operator::start(
+        &format!("{},{}", granted.name, ungranted.name),
+        &operator_id,
+        &[],
+    );
+    let granted_vsecs = Api::<VaultSecret>::namespaced(client.clone(), &granted.name);
+    let ungranted_vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ungranted.name);
+    for (vsecs, secret) in [
+        (&granted_vsecs, &granted_secret),
+        (&ungranted_vsecs, &ungranted_secret),
+    ] {
+        let spec = spec_as(json!({"managedIdentityClientId": mi}), secret);
+        vsecs
+            .create(&PostParams::default(), &vault_secret("app", spec))
+            .await
+            .unwrap();
+    }
+    wait_access_granted(&granted_vsecs, "app").await;
+    let message = reason_message(&ungranted_vsecs, "app", "IdentityError").await;
+    let ns = &ungranted.name;
+    assert!(
+        message.contains(&format!(
+            "managed identity {mi} is not granted to namespace '{ns}'"
+        )) && message.contains(&format!(
+            "kubectl annotate namespace {ns} vaultsync.io/managed-identities={mi} --overwrite"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        doubles.vault_requests("GET", &ungranted_secret).await,
+        0,
+        "no Key Vault request for a managed identity the namespace was not granted"
+    );
+
+    annotate_namespace(&client, ns, MANAGED_IDENTITIES_GRANT, Some(&mi)).await;
+    wait_access_granted(&ungranted_vsecs, "app").await;
+}
+
+#[tokio::test]
+async fn the_operator_identity_flag_overrides_namespace_grants() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let granted = TempNamespace::create(&client).await;
+    let ungranted = TempNamespace::create_ungranted(&client).await;
+    let none_secret = unique("policy-none");
+    let all_secret = unique("policy-all");
+    KeyVault::first().set(&none_secret, "none-value").await;
+    KeyVault::first().set(&all_secret, "all-value").await;
+    let none_id = operator_identity(&doubles, &[&none_secret]).await;
+    let all_id = operator_identity(&doubles, &[&all_secret]).await;
+    let _none = Operator::start(&granted.name, &none_id, &["--operator-identity=none"]);
+    let _all = Operator::start(&ungranted.name, &all_id, &["--operator-identity", "all"]);
+    let granted_vsecs = Api::<VaultSecret>::namespaced(client.clone(), &granted.name);
+    let ungranted_vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ungranted.name);
+    granted_vsecs
+        .create(
+            &PostParams::default(),
+            &vault_secret("app", operator_spec(&none_secret)),
+        )
+        .await
+        .unwrap();
+    ungranted_vsecs
+        .create(
+            &PostParams::default(),
+            &vault_secret("app", operator_spec(&all_secret)),
+        )
+        .await
+        .unwrap();
+
+    // `none` refuses even in a granted namespace ...
+    let message = reason_message(&granted_vsecs, "app", "IdentityError").await;
+    assert!(message.contains("--operator-identity=none"), "{message}");
+    assert_eq!(doubles.vault_requests("GET", &none_secret).await, 0);
+    assert_eq!(doubles.token_requests(&none_id).await, 0);
+    // ... and `all` allows in an ungranted one.
+    wait_access_granted(&ungranted_vsecs, "app").await;
 }

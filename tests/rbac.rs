@@ -1,12 +1,13 @@
 //! The operator runs with exactly the permissions of `deploy/rbac.yaml` (bound in one
-//! namespace) and still does its job: watches, reads Secrets, writes status and Events.
+//! namespace, except reading Namespaces, which only a cluster-wide binding allows) and
+//! still does its job: watches, reads Secrets, writes status and Events.
 
 mod common;
 
 use common::operator::*;
 use common::*;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -36,6 +37,54 @@ async fn apply_cluster_role(client: &kube::Client, name: &str) {
         )
         .await
         .unwrap();
+}
+
+/// The shipped ClusterRole's rules on Namespaces alone, as a ClusterRole of this test run
+/// bound cluster-wide to the test namespace's `operator`: Namespaces are cluster-scoped,
+/// so a RoleBinding cannot grant listing and watching them. Returns a clean-up.
+async fn bind_namespace_rules(client: &kube::Client, name: &str, namespace: &str) -> ClusterWide {
+    let mut role: ClusterRole = shipped_rbac("ClusterRole");
+    role.metadata.name = Some(name.to_owned());
+    let rules = role.rules.take().unwrap_or_default();
+    role.rules = Some(
+        rules
+            .into_iter()
+            .filter(|r| r.resources.iter().flatten().any(|res| res == "namespaces"))
+            .collect(),
+    );
+    assert!(
+        !role.rules.as_ref().unwrap().is_empty(),
+        "deploy/rbac.yaml lets the operator read Namespaces"
+    );
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    ClusterWide(name.to_owned())
+}
+
+/// Deletes the ClusterRole and ClusterRoleBinding of this name when dropped.
+struct ClusterWide(String);
+
+impl Drop for ClusterWide {
+    fn drop(&mut self) {
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let _ = std::process::Command::new("kubectl")
+                .args(["delete", kind, &self.0, "--ignore-not-found"])
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// The leader-election Role of deploy/rbac.yaml, in `namespace`, bound to its `operator`.
@@ -94,6 +143,7 @@ async fn the_operator_works_with_the_shipped_rbac_only() {
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
+    let _namespaces = bind_namespace_rules(&client, &unique("vaultsync-rbac-ns"), &ns.name).await;
     let token = service_account_token(
         &client,
         &ns.name,

@@ -298,20 +298,14 @@ async fn suspend_stops_key_vault_calls_until_lifted() {
 async fn the_operator_identity_can_be_switched_off() {
     let s = setup().await;
     let kv_name = unique("no-operator-identity");
-    let (client_id, _operator) = sync_one(
-        &s,
-        &kv_name,
-        &["*"],
-        None,
-        &["--allow-operator-identity=false"],
-    )
-    .await;
+    let (client_id, _operator) =
+        sync_one(&s, &kv_name, &["*"], None, &["--operator-identity=none"]).await;
     let vsec = wait_reason(&s.vsecs, "app", "IdentityError").await;
     assert!(
         vsec.ready_condition()
             .unwrap()
             .message
-            .contains("--allow-operator-identity=false"),
+            .contains("--operator-identity=none"),
         "{:?}",
         vsec.ready_condition()
     );
@@ -391,7 +385,7 @@ async fn start_up_fails_with_a_hint_when_a_crd_is_missing() {
     let config = vaultsync::controller::ControllerConfig {
         namespaces: vec!["default".into()],
         concurrency: 1,
-        allow_operator_identity: true,
+        operator_identity: Default::default(),
     };
     vaultsync::controller::ensure_crd_installed(&client, &config)
         .await

@@ -3,6 +3,7 @@
 //! [`SecretSource`], and applies with server-side apply under one field manager.
 
 pub mod decide;
+pub mod grants;
 pub mod target;
 mod written;
 
@@ -16,7 +17,8 @@ use crate::source::{
 use crate::telemetry::{Metrics, Readiness, ReasonLabels};
 use decide::{ReadCause, ReadPlan};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use grants::{NamespaceGrants, OperatorIdentity};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
@@ -36,8 +38,8 @@ pub struct ControllerConfig {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
     pub concurrency: u16,
-    /// Whether a VaultSecret without `spec.identity` may use the operator's own identity.
-    pub allow_operator_identity: bool,
+    /// Where a VaultSecret without `spec.identity` may use the operator's own identity.
+    pub operator_identity: OperatorIdentity,
 }
 
 pub struct Context {
@@ -45,7 +47,9 @@ pub struct Context {
     pub source: Arc<dyn SecretSource>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub allow_operator_identity: bool,
+    pub operator_identity: OperatorIdentity,
+    /// Namespaces' grants of the operator's identity and of managed identities.
+    pub grants: NamespaceGrants,
     /// Statuses this operator wrote that the watch cache may not show yet.
     pub written: written::WrittenStatuses,
 }
@@ -132,23 +136,27 @@ pub async fn run(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        source,
-        recorder,
-        metrics,
-        allow_operator_identity: config.allow_operator_identity,
-        written: Default::default(),
-    });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
         config.namespaces.iter().cloned().map(Some).collect()
     };
+    // The watched Namespaces' metadata, for their identity grants: synced before any
+    // reconcile, so that a VaultSecret is never refused for a Namespace not yet seen.
+    let (grants, grant_changes) = grants::watch_namespaces(&client, &scopes).await;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        source,
+        recorder,
+        metrics,
+        operator_identity: config.operator_identity,
+        grants,
+        written: Default::default(),
+    });
 
     let mut controllers = Vec::new();
     let mut stores = Vec::new();
-    for scope in scopes {
+    for (scope, granted) in scopes.into_iter().zip(grant_changes) {
         let (vsecs, secrets): (Api<VaultSecret>, Api<PartialObjectMeta<Secret>>) = match &scope {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -168,9 +176,15 @@ pub async fn run(
             .default_backoff()
             .applied_objects()
             .predicate_filter(predicates::generation, Default::default());
+        // A Namespace whose grants changed: its VaultSecrets are reconciled at once, so a
+        // grant (or its removal) takes effect without waiting for the next retry.
+        let vsecs_of = reader.clone();
         let controller = Controller::for_stream(vsec_events, reader)
             .with_config(RuntimeConfig::default().concurrency(config.concurrency))
             .watches(secrets, managed, secret_to_vault_secret)
+            .watches_stream(granted.map(Ok), move |ns: PartialObjectMeta<Namespace>| {
+                vault_secrets_in(&vsecs_of, &ns.name_any())
+            })
             .shutdown_on_signal();
         stores.push(controller.store());
         controllers.push(
@@ -195,6 +209,18 @@ pub async fn run(
     });
     futures::future::join_all(controllers).await;
     Ok(())
+}
+
+fn vault_secrets_in(
+    store: &reflector::Store<VaultSecret>,
+    namespace: &str,
+) -> Vec<ObjectRef<VaultSecret>> {
+    store
+        .state()
+        .iter()
+        .filter(|vsec| vsec.namespace().as_deref() == Some(namespace))
+        .map(|vsec| ObjectRef::from_obj(vsec.as_ref()))
+        .collect()
 }
 
 fn secret_to_vault_secret(secret: PartialObjectMeta<Secret>) -> Option<ObjectRef<VaultSecret>> {
@@ -290,7 +316,16 @@ async fn sync(
 
     let interval = decide::parse_interval(&vsec.spec.refresh_interval)
         .map_err(|m| Failure::new(Reason::InvalidSpec, m))?;
-    let identity = identity_for(vsec, &namespace, ctx.allow_operator_identity)?;
+    let identity = identity_for(vsec, &namespace)?;
+    // Before anything is read: an identity this namespace was not granted is never used.
+    let annotations = ctx.grants.annotations(&namespace);
+    grants::check_grant(
+        &identity,
+        &namespace,
+        annotations.as_ref(),
+        ctx.operator_identity,
+    )
+    .map_err(|m| Failure::new(Reason::IdentityError, m))?;
 
     let existing = secrets.get_opt(&target_name).await?;
     target::ensure_not_foreign(existing.as_ref().map(|s| &s.metadata), vsec)
@@ -434,17 +469,10 @@ fn refused_as_invalid_spec(error: Error, target_name: &str) -> Stop {
     }
 }
 
-fn identity_for(
-    vsec: &VaultSecret,
-    namespace: &str,
-    allow_operator_identity: bool,
-) -> Result<IdentityRef, Failure> {
+/// The identity the spec names; whether the namespace may use it is [`grants::check_grant`].
+fn identity_for(vsec: &VaultSecret, namespace: &str) -> Result<IdentityRef, Failure> {
     match &vsec.spec.identity {
-        None if allow_operator_identity => Ok(IdentityRef::Operator),
-        None => Err(Failure::new(
-            Reason::IdentityError,
-            "spec.identity is not set and the operator's own identity is switched off on this cluster (--allow-operator-identity=false); set spec.identity.serviceAccountName to a ServiceAccount of this namespace",
-        )),
+        None => Ok(IdentityRef::Operator),
         Some(IdentitySpec {
             service_account_name: Some(sa),
             managed_identity_client_id: None,

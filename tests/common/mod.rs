@@ -48,12 +48,35 @@ pub struct TempNamespace {
     pub name: String,
 }
 
+/// The Namespace annotation with which a cluster administrator grants the operator's own
+/// identity to a namespace's VaultSecrets.
+pub const OPERATOR_IDENTITY_GRANT: (&str, &str) = ("vaultsync.io/operator-identity", "allowed");
+/// The Namespace annotation listing the managed identities granted to a namespace.
+pub const MANAGED_IDENTITIES_GRANT: &str = "vaultsync.io/managed-identities";
+
 impl TempNamespace {
+    /// A namespace granted the operator's own identity: the test plays the cluster
+    /// administrator, and most tests read as the operator.
     pub async fn create(client: &Client) -> Self {
+        Self::create_with_annotations(client, &[OPERATOR_IDENTITY_GRANT]).await
+    }
+
+    /// A namespace without any identity grant.
+    pub async fn create_ungranted(client: &Client) -> Self {
+        Self::create_with_annotations(client, &[]).await
+    }
+
+    pub async fn create_with_annotations(client: &Client, annotations: &[(&str, &str)]) -> Self {
         let name = unique("vs-test");
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             ..Default::default()
