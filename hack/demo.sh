@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the local environment. Starts the environment,
 # seeds the article's secret (ExampleSecret = MyAKSExampleSecret) in the Key Vault
-# emulator through its REST API, runs the operator, applies
-# deploy/examples/vaultsecret.yaml (pointed at the local vault gateway), waits for Ready,
-# shows the status and the synced value, then sets a new value in Key Vault and shows the
-# Secret rotating and the Rotated Event.
+# emulator through its REST API, runs the operator, grants its identity to namespace
+# default, applies deploy/examples/vaultsecret.yaml (pointed at the local vault gateway),
+# waits for Ready, shows the status and the synced value, then sets a new value in Key
+# Vault and shows the Secret rotating and the Rotated Event.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 cd "$repo_root"
@@ -38,6 +38,12 @@ if ! component_alive vaultsync; then
 fi
 sleep 1
 component_alive vaultsync || die "vaultsync exited at start-up (log: $state_dir/logs/vaultsync.log)"
+
+step "Grant the operator's identity to namespace default (as a cluster administrator)"
+# The example names no spec.identity: the operator reads with its own identity, which a
+# namespace may use only when its Namespace grants it.
+kubectl annotate namespace default vaultsync.io/operator-identity=allowed --overwrite
+kubectl get namespace default -o jsonpath='{.metadata.annotations}' | python3 -m json.tool
 
 step "Apply deploy/examples/vaultsecret.yaml (vaultUrl set to the local gateway, refresh every 10s)"
 kubectl delete vsec example-secret --ignore-not-found --wait=true >/dev/null
@@ -77,6 +83,8 @@ kubectl get events --field-selector involvedObject.name=example-secret
 step "Summary"
 cat <<SUMMARY
 - Key Vault ($VAULTSYNC_TEST_KEYVAULT) held ExampleSecret = MyAKSExampleSecret (version $first_version).
+- Namespace default was granted the operator's identity (annotation
+  vaultsync.io/operator-identity=allowed); without it the VaultSecret is IdentityError.
 - The operator read it as its own workload identity through the vault gateway and wrote
   Secret example-secret: password = $first_value.
 - A new Key Vault version (MyAKSExampleSecret-rotated, $second_version) reached the Secret on the
