@@ -562,6 +562,32 @@ async fn drift_is_repaired_at_once_even_with_a_long_refresh_interval() {
 }
 
 #[tokio::test]
+async fn a_key_someone_else_adds_to_an_owner_secret_is_theirs() {
+    let c = Case::start().await;
+    let name = unique("Foreign");
+    c.kv.set(&name, "ours").await;
+    let mut spec = spec(json!([entry("k", json!({"name": name}))]));
+    spec["refreshInterval"] = json!("24h");
+    c.create("app", spec).await;
+    wait_reason(&c.vsecs, "app", "Synced").await;
+    let reads = c.reads(&name).await;
+    c.secrets
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"theirs": "dGhlaXJz"}})),
+        )
+        .await
+        .unwrap();
+    let added = c.resource_version("app").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.resource_version("app").await, added, "not churned");
+    assert_eq!(c.data("app").await["theirs"], b"theirs");
+    assert_eq!(c.reads(&name).await, reads, "not drift: no Key Vault read");
+    assert_eq!(c.count_events("app", "DriftRepaired").await, 0);
+}
+
+#[tokio::test]
 async fn a_stripped_owner_reference_is_readopted() {
     let c = Case::start().await;
     let name = unique("Owner");

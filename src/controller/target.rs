@@ -79,23 +79,17 @@ pub fn ensure_not_foreign(existing: Option<&ObjectMeta>, vsec: &VaultSecret) -> 
     ))
 }
 
-/// The keys of `secret` this VaultSecret manages, with their bytes.
+/// The keys of `secret` this VaultSecret declares, with their bytes, whatever the policy:
+/// keys someone else added are theirs, so they are neither drift nor churned (server-side
+/// apply leaves fields of other managers alone).
 pub fn managed_data<'a>(secret: &'a Secret, vsec: &VaultSecret) -> Vec<(&'a str, &'a [u8])> {
     let data = secret.data.as_ref();
-    match vsec.spec.target.creation_policy {
-        CreationPolicy::Merge => vsec
-            .spec
-            .data
-            .iter()
-            .filter_map(|entry| data?.get_key_value(&entry.key))
-            .map(|(k, v)| (k.as_str(), v.0.as_slice()))
-            .collect(),
-        _ => data
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.0.as_slice()))
-            .collect(),
-    }
+    vsec.spec
+        .data
+        .iter()
+        .filter_map(|entry| data?.get_key_value(&entry.key))
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect()
 }
 
 /// What the existing Secret looks like against what was last written.
@@ -346,13 +340,6 @@ mod tests {
             .unwrap()
             .insert("password".into(), ByteString(b"changed".to_vec()));
         assert_eq!(secret_state(Some(&edited), &v), SecretState::DataDrifted);
-        let mut extra = written.clone();
-        extra
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("added".into(), ByteString(b"1".to_vec()));
-        assert_eq!(secret_state(Some(&extra), &v), SecretState::DataDrifted);
         let mut relabeled = written.clone();
         relabeled.metadata.labels.as_mut().unwrap().remove("team");
         assert_eq!(
@@ -395,14 +382,30 @@ mod tests {
     }
 
     #[test]
-    fn merge_only_considers_its_own_keys() {
-        let v = vsec(CreationPolicy::Merge);
-        let mut s = desired_secret(&v, &data("x"));
-        s.data
-            .as_mut()
-            .unwrap()
-            .insert("someone-else".into(), ByteString(b"1".to_vec()));
-        assert_eq!(secret_state(Some(&s), &v), SecretState::InSync);
+    fn every_policy_only_considers_its_declared_keys() {
+        for policy in [
+            CreationPolicy::Merge,
+            CreationPolicy::Owner,
+            CreationPolicy::Orphan,
+        ] {
+            let v = vsec(policy);
+            let mut s = desired_secret(&v, &data("x"));
+            s.data
+                .as_mut()
+                .unwrap()
+                .insert("someone-else".into(), ByteString(b"1".to_vec()));
+            assert_eq!(
+                secret_state(Some(&s), &v),
+                SecretState::InSync,
+                "{policy:?}"
+            );
+            s.data.as_mut().unwrap().remove("password");
+            assert_eq!(
+                secret_state(Some(&s), &v),
+                SecretState::DataDrifted,
+                "{policy:?}"
+            );
+        }
     }
 
     #[test]
