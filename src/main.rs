@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use vaultsync::controller::data_hash;
 use vaultsync::controller::grants::OperatorIdentity;
 use vaultsync::controller::{self, ControllerConfig};
 use vaultsync::leader::{Elector, LeaseConfig};
@@ -92,7 +93,8 @@ struct RunArgs {
     /// Run only while holding the leader Lease, so that several replicas can run.
     #[arg(long, env = "VAULTSYNC_LEADER_ELECTION", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     leader_election: bool,
-    /// Namespace of the leader Lease; default: POD_NAMESPACE, else vaultsync-system.
+    /// The operator's own namespace: of the leader Lease and of the data-hash key Secret
+    /// (vaultsync-hash-key); default: POD_NAMESPACE, else vaultsync-system.
     #[arg(long, env = "VAULTSYNC_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
     /// Name of the leader Lease.
@@ -168,6 +170,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?,
     };
+    let operator_namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or_else(|| "vaultsync-system".to_owned());
+    // Before anything runs: every replica marks Secrets with the one shared key.
+    let hash_key = data_hash::load_or_create_key(&client, &operator_namespace).await?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
     let source = KeyVaultSource::new(
@@ -204,11 +217,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Elector::new(
             client.clone(),
             LeaseConfig {
-                namespace: args
-                    .leader_election_namespace
-                    .clone()
-                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                    .unwrap_or_else(|| "vaultsync-system".to_owned()),
+                namespace: operator_namespace,
                 name: args.leader_election_lease_name.clone(),
                 identity: std::env::var("POD_NAME")
                     .ok()
@@ -235,7 +244,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        result = controller::run(client, Arc::new(source), metrics, readiness, config) => {
+        result = controller::run(client, Arc::new(source), metrics, readiness, config, hash_key) => {
             // The controller ends on SIGTERM/SIGINT: hand leadership over at once.
             if let Some(elector) = &elector {
                 elector.release().await;

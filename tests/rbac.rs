@@ -174,6 +174,13 @@ async fn the_operator_works_with_the_shipped_rbac_only() {
         .unwrap();
     // Status patch and a Warning Event, under the shipped role.
     wait_reason(&vsecs, "denied", "AccessDenied").await;
+    // The data-hash key Secret, read or created at start-up in the operator's namespace
+    // (here the test namespace), under the shipped role.
+    let key = Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .get(vaultsync::controller::data_hash::KEY_SECRET_NAME)
+        .await
+        .expect("the operator made its data-hash key under the shipped RBAC");
+    assert_eq!(key.data.unwrap()["key"].0.len(), 32);
     assert!(
         events_of(&client, &ns.name, "denied")
             .await

@@ -450,23 +450,6 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-/// Hash of Secret data as written: keys and values, length-prefixed so that no two
-/// different maps hash alike. Hex SHA-256; reveals nothing usable about short values
-/// only together with the data itself, which is in the same object.
-pub fn data_hash<'a>(data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
-    let mut sorted: Vec<(&str, &[u8])> = data.into_iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut hasher = Sha256::new();
-    for (k, v) in sorted {
-        hasher.update((k.len() as u64).to_be_bytes());
-        hasher.update(k.as_bytes());
-        hasher.update((v.len() as u64).to_be_bytes());
-        hasher.update(v);
-    }
-    let digest = hasher.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The size of Secret data as the API server counts it: the values' bytes, keys not
 /// included (see [`MAX_SECRET_SIZE`]).
 pub fn total_size(data: &BTreeMap<String, SecretBytes>) -> usize {
@@ -1040,24 +1023,6 @@ mod tests {
             "the synced values would be 1048577 bytes; a Kubernetes Secret holds at most 1048576 bytes of values"
         );
         assert_eq!(check_size(&BTreeMap::new()), Ok(0));
-    }
-
-    #[test]
-    fn data_hash_depends_on_keys_and_values_not_order() {
-        let a = data_hash([("a", b"1".as_slice()), ("b", b"2".as_slice())]);
-        assert_eq!(
-            a,
-            data_hash([("b", b"2".as_slice()), ("a", b"1".as_slice())])
-        );
-        assert_ne!(
-            a,
-            data_hash([("a", b"1".as_slice()), ("b", b"3".as_slice())])
-        );
-        assert_ne!(
-            data_hash([("ab", b"".as_slice())]),
-            data_hash([("a", b"b".as_slice())])
-        );
-        assert_eq!(a.len(), 64);
     }
 
     #[test]

@@ -2,19 +2,21 @@
 //! pure functions of [`decide`] and [`target`], reads Key Vault through a
 //! [`SecretSource`], and applies with server-side apply under one field manager.
 
+pub mod data_hash;
 pub mod decide;
 pub mod grants;
 pub mod target;
 mod written;
 
 use crate::api::{
-    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason, SOURCE_ANNOTATION, VaultSecret,
-    VaultSecretStatus,
+    DATA_HASH_ANNOTATION, IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason,
+    SOURCE_ANNOTATION, VaultSecret, VaultSecretStatus,
 };
 use crate::source::{
     FetchedSecret, IdentityRef, SecretBytes, SecretRequest, SecretSource, SourceError,
 };
 use crate::telemetry::{Metrics, Readiness, ReasonLabels};
+use data_hash::DataHashKey;
 use decide::{ReadCause, ReadPlan};
 use futures::{FutureExt, StreamExt};
 use grants::{NamespaceGrants, OperatorIdentity};
@@ -52,6 +54,8 @@ pub struct Context {
     pub grants: NamespaceGrants,
     /// Statuses this operator wrote that the watch cache may not show yet.
     pub written: written::WrittenStatuses,
+    /// The key of the `vaultsync.io/data-hash` mark.
+    pub hash_key: DataHashKey,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -127,6 +131,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     config: ControllerConfig,
+    hash_key: DataHashKey,
 ) -> anyhow::Result<()> {
     ensure_crd_installed(&client, &config).await?;
     let recorder = Recorder::new(
@@ -152,6 +157,7 @@ pub async fn run(
         operator_identity: config.operator_identity,
         grants,
         written: Default::default(),
+        hash_key,
     });
 
     let mut controllers = Vec::new();
@@ -336,7 +342,7 @@ async fn sync(
         );
         return Err(Failure::new(Reason::InvalidSpec, message).into());
     }
-    let state = target::secret_state(existing.as_ref(), vsec);
+    let state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
     let synced_this_generation = status
         .ready_condition()
         .is_some_and(|c| c.status == "True" && c.observed_generation == vsec.meta().generation)
@@ -371,6 +377,9 @@ async fn sync(
                 );
                 publish(ctx, vsec, EventType::Normal, "DriftRepaired", note).await;
             }
+            if let (SecretState::LegacyHash, Some(secret)) = (&state, existing.as_ref()) {
+                rewrite_legacy_hash(&secrets, vsec, secret, ctx).await?;
+            }
             Metrics::count(&ctx.metrics.reconciliations, "waiting");
             return Ok(after
                 .map(Action::requeue)
@@ -379,7 +388,10 @@ async fn sync(
     };
 
     let kept = match existing.as_ref() {
-        Some(secret) if state == SecretState::InSync && cause == ReadCause::RefreshDue => {
+        Some(secret)
+            if matches!(state, SecretState::InSync | SecretState::LegacyHash)
+                && cause == ReadCause::RefreshDue =>
+        {
             target::pinned_and_intact(secret, vsec, &status.synced_versions)
         }
         _ => BTreeMap::new(),
@@ -391,10 +403,12 @@ async fn sync(
         .collect();
     // Before any write: the API server would refuse it, and the old data stays.
     decide::check_size(&values).map_err(|e| Failure::new(Reason::SecretTooLarge, e.to_string()))?;
-    let new_hash = decide::data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
+    let new_hash = ctx
+        .hash_key
+        .data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
     let current_hash = existing
         .as_ref()
-        .map(|s| decide::data_hash(target::managed_data(s, vsec)));
+        .map(|s| ctx.hash_key.data_hash(target::managed_data(s, vsec)));
     let needs_write =
         state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
     if needs_write {
@@ -609,13 +623,45 @@ async fn apply_secret(
         );
         publish(ctx, vsec, EventType::Normal, "Recreated", note).await;
     }
-    let desired = target::desired_secret(vsec, data);
+    let desired = target::desired_secret(vsec, data, &ctx.hash_key);
     let params = PatchParams::apply(&target::field_manager(vsec)).force();
     secrets
         .patch(&vsec.target_name(), &params, &Patch::Apply(&desired))
         .await?;
     ctx.metrics.secret_writes.inc();
     Ok(())
+}
+
+/// Rewrites an old unkeyed data hash that still matches the data in the keyed form, at
+/// once and quietly (no Event, no Key Vault read): a merge patch of that one annotation,
+/// so no data is sent, bound to the `resourceVersion` that was judged. A Secret changed
+/// meanwhile (409) is left alone: the watch brings it back to be judged again.
+async fn rewrite_legacy_hash(
+    secrets: &Api<Secret>,
+    vsec: &VaultSecret,
+    secret: &Secret,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let name = vsec.target_name();
+    let hash = ctx.hash_key.data_hash(target::managed_data(secret, vsec));
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": secret.resource_version(),
+            "annotations": { DATA_HASH_ANNOTATION: hash },
+        }
+    });
+    let params = PatchParams {
+        field_manager: Some(target::field_manager(vsec)),
+        ..Default::default()
+    };
+    match secrets.patch(&name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, "rewrote the data hash of the Secret in its keyed form (hmac-sha256); data unchanged");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// After `target.name` changed: the old Secret goes if this VaultSecret owned it (uid

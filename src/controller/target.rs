@@ -5,7 +5,7 @@ use crate::api::{
     CreationPolicy, DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION,
     VaultSecret,
 };
-use crate::controller::decide::data_hash;
+use crate::controller::data_hash::{DataHashKey, HashMatch, check_recorded};
 use crate::source::SecretBytes;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -100,19 +100,30 @@ pub enum SecretState {
     DataDrifted,
     /// Data intact, but marks, labels, annotations, type or owner differ from the spec.
     MetadataDrifted,
+    /// In sync, but the data hash is in the old unkeyed form (a plain SHA-256 that matches
+    /// the data): no Key Vault read and no Event, only the mark is rewritten.
+    LegacyHash,
     InSync,
 }
 
-pub fn secret_state(existing: Option<&Secret>, vsec: &VaultSecret) -> SecretState {
+pub fn secret_state(
+    existing: Option<&Secret>,
+    vsec: &VaultSecret,
+    key: &DataHashKey,
+) -> SecretState {
     let Some(secret) = existing else {
         return SecretState::Missing;
     };
-    let recorded = secret.annotations().get(DATA_HASH_ANNOTATION);
-    let actual = data_hash(managed_data(secret, vsec));
-    if recorded != Some(&actual) {
+    let recorded = secret
+        .annotations()
+        .get(DATA_HASH_ANNOTATION)
+        .map(String::as_str);
+    let hash = check_recorded(recorded, key, &managed_data(secret, vsec));
+    if hash == HashMatch::Neither {
         return SecretState::DataDrifted;
     }
-    let wanted = desired_metadata(vsec, &actual);
+    // The recorded hash matches the data (checked above); the other marks are compared.
+    let wanted = desired_metadata(vsec, recorded.unwrap_or_default());
     let labels_ok = wanted
         .labels
         .iter()
@@ -130,10 +141,12 @@ pub fn secret_state(existing: Option<&Secret>, vsec: &VaultSecret) -> SecretStat
         CreationPolicy::Owner => owned_by(&secret.metadata, vsec),
         _ => true,
     };
-    if labels_ok && annotations_ok && type_ok && owner_ok {
-        SecretState::InSync
-    } else {
+    if !(labels_ok && annotations_ok && type_ok && owner_ok) {
         SecretState::MetadataDrifted
+    } else if hash == HashMatch::Legacy {
+        SecretState::LegacyHash
+    } else {
+        SecretState::InSync
     }
 }
 
@@ -205,8 +218,12 @@ pub fn type_change(existing: Option<&Secret>, vsec: &VaultSecret) -> TypeChange 
 
 /// The Secret to apply: this VaultSecret's keys and marks, nothing else (server-side
 /// apply leaves other managers' fields alone).
-pub fn desired_secret(vsec: &VaultSecret, data: &BTreeMap<String, SecretBytes>) -> Secret {
-    let hash = data_hash(data.iter().map(|(k, v)| (k.as_str(), v.expose())));
+pub fn desired_secret(
+    vsec: &VaultSecret,
+    data: &BTreeMap<String, SecretBytes>,
+    key: &DataHashKey,
+) -> Secret {
+    let hash = key.data_hash(data.iter().map(|(k, v)| (k.as_str(), v.expose())));
     Secret {
         metadata: desired_metadata(vsec, &hash),
         type_: match vsec.spec.target.creation_policy {
@@ -296,6 +313,10 @@ mod tests {
         v
     }
 
+    fn key() -> DataHashKey {
+        DataHashKey::from_bytes(&[9; crate::controller::data_hash::KEY_LEN]).unwrap()
+    }
+
     fn data(v: &str) -> BTreeMap<String, SecretBytes> {
         [(
             "password".to_owned(),
@@ -307,21 +328,21 @@ mod tests {
     #[test]
     fn desired_secret_carries_marks_owner_and_type() {
         let v = vsec(CreationPolicy::Owner);
-        let s = desired_secret(&v, &data("x"));
+        let s = desired_secret(&v, &data("x"), &key());
         assert_eq!(s.labels()[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
         assert_eq!(s.labels()["team"], "a");
         assert_eq!(s.annotations()[SOURCE_ANNOTATION], "ns/app");
         assert_eq!(
             s.annotations()[DATA_HASH_ANNOTATION],
-            data_hash([("password", b"x".as_slice())])
+            key().data_hash([("password", b"x".as_slice())])
         );
         assert_eq!(s.owner_references()[0].uid, "uid-1");
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
-        let merged = desired_secret(&vsec(CreationPolicy::Merge), &data("x"));
+        let merged = desired_secret(&vsec(CreationPolicy::Merge), &data("x"), &key());
         assert!(merged.owner_references().is_empty());
         assert_eq!(merged.type_, None);
         assert!(
-            desired_secret(&vsec(CreationPolicy::Orphan), &data("x"))
+            desired_secret(&vsec(CreationPolicy::Orphan), &data("x"), &key())
                 .owner_references()
                 .is_empty()
         );
@@ -330,21 +351,72 @@ mod tests {
     #[test]
     fn state_tells_missing_data_drift_metadata_drift_and_in_sync() {
         let v = vsec(CreationPolicy::Owner);
-        assert_eq!(secret_state(None, &v), SecretState::Missing);
-        let written = desired_secret(&v, &data("x"));
-        assert_eq!(secret_state(Some(&written), &v), SecretState::InSync);
+        assert_eq!(secret_state(None, &v, &key()), SecretState::Missing);
+        let written = desired_secret(&v, &data("x"), &key());
+        assert_eq!(
+            secret_state(Some(&written), &v, &key()),
+            SecretState::InSync
+        );
         let mut edited = written.clone();
         edited
             .data
             .as_mut()
             .unwrap()
             .insert("password".into(), ByteString(b"changed".to_vec()));
-        assert_eq!(secret_state(Some(&edited), &v), SecretState::DataDrifted);
+        assert_eq!(
+            secret_state(Some(&edited), &v, &key()),
+            SecretState::DataDrifted
+        );
         let mut relabeled = written.clone();
         relabeled.metadata.labels.as_mut().unwrap().remove("team");
         assert_eq!(
-            secret_state(Some(&relabeled), &v),
+            secret_state(Some(&relabeled), &v, &key()),
             SecretState::MetadataDrifted
+        );
+    }
+
+    #[test]
+    fn an_old_plain_hash_that_matches_is_in_sync_and_only_the_mark_is_stale() {
+        use crate::controller::data_hash::legacy_data_hash;
+        let v = vsec(CreationPolicy::Owner);
+        let mut old = desired_secret(&v, &data("x"), &key());
+        old.metadata.annotations.as_mut().unwrap().insert(
+            DATA_HASH_ANNOTATION.into(),
+            legacy_data_hash([("password", b"x".as_slice())]),
+        );
+        assert_eq!(
+            secret_state(Some(&old), &v, &key()),
+            SecretState::LegacyHash
+        );
+        // Rewritten, it is in sync under the key.
+        let rewritten = desired_secret(&v, &existing_managed_data(&old, &v), &key());
+        assert_eq!(
+            secret_state(Some(&rewritten), &v, &key()),
+            SecretState::InSync
+        );
+        // A label gone as well: repaired as metadata drift (which rewrites the mark too).
+        let mut relabeled = old.clone();
+        relabeled.metadata.labels.as_mut().unwrap().remove("team");
+        assert_eq!(
+            secret_state(Some(&relabeled), &v, &key()),
+            SecretState::MetadataDrifted
+        );
+        // Data edited since the old mark was written: drift, read Key Vault again.
+        let mut edited = old.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("password".into(), ByteString(b"y".to_vec()));
+        assert_eq!(
+            secret_state(Some(&edited), &v, &key()),
+            SecretState::DataDrifted
+        );
+        // A keyed mark of another key is not trusted either.
+        let other = DataHashKey::from_bytes(&[1; crate::controller::data_hash::KEY_LEN]).unwrap();
+        assert_eq!(
+            secret_state(Some(&rewritten), &v, &other),
+            SecretState::DataDrifted
         );
     }
 
@@ -364,7 +436,7 @@ mod tests {
         });
         let mut both = data("x");
         both.insert("current".into(), SecretBytes::new(b"y".to_vec()));
-        let secret = desired_secret(&v, &both);
+        let secret = desired_secret(&v, &both, &key());
         let synced: BTreeMap<String, String> = [
             ("password".to_owned(), pinned.to_owned()),
             ("current".to_owned(), "f".repeat(32)),
@@ -389,19 +461,19 @@ mod tests {
             CreationPolicy::Orphan,
         ] {
             let v = vsec(policy);
-            let mut s = desired_secret(&v, &data("x"));
+            let mut s = desired_secret(&v, &data("x"), &key());
             s.data
                 .as_mut()
                 .unwrap()
                 .insert("someone-else".into(), ByteString(b"1".to_vec()));
             assert_eq!(
-                secret_state(Some(&s), &v),
+                secret_state(Some(&s), &v, &key()),
                 SecretState::InSync,
                 "{policy:?}"
             );
             s.data.as_mut().unwrap().remove("password");
             assert_eq!(
-                secret_state(Some(&s), &v),
+                secret_state(Some(&s), &v, &key()),
                 SecretState::DataDrifted,
                 "{policy:?}"
             );
@@ -411,7 +483,7 @@ mod tests {
     #[test]
     fn foreign_secrets_are_refused_unless_merging() {
         let v = vsec(CreationPolicy::Owner);
-        let ours = desired_secret(&v, &data("x")).metadata;
+        let ours = desired_secret(&v, &data("x"), &key()).metadata;
         assert!(ensure_not_foreign(Some(&ours), &v).is_ok());
         let plain = ObjectMeta {
             name: Some("app".into()),
@@ -430,7 +502,7 @@ mod tests {
         assert!(ensure_not_foreign(Some(&plain), &vsec(CreationPolicy::Merge)).is_ok());
         assert!(ensure_not_foreign(Some(&plain), &vsec(CreationPolicy::Orphan)).is_err());
         // Written earlier under Orphan (source annotation, no owner): adopted.
-        let orphaned = desired_secret(&vsec(CreationPolicy::Orphan), &data("x")).metadata;
+        let orphaned = desired_secret(&vsec(CreationPolicy::Orphan), &data("x"), &key()).metadata;
         assert!(ensure_not_foreign(Some(&orphaned), &v).is_ok());
         assert!(ensure_not_foreign(None, &v).is_ok());
     }
