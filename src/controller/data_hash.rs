@@ -51,6 +51,7 @@ impl DataHashKey {
     /// The mark of Secret data as written: `hmac-sha256:` and the hex HMAC-SHA256 of the
     /// keys and values (sorted by key, length-prefixed, so no two different maps collide).
     pub fn data_hash<'a>(&self, data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+        // Cannot fail: HMAC accepts a key of any length (RFC 2104 hashes a long one first).
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref()).expect("HMAC takes any key");
         encode(data, |bytes| mac.update(bytes));
