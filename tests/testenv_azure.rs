@@ -131,6 +131,20 @@ async fn the_gateway_challenges_requests_without_a_token() {
         .await
         .expect("gateway reachable");
     assert_eq!(response.status().as_u16(), 401);
+    // The headers every recorded Key Vault answer carries, the 401 included.
+    for header in [
+        "cache-control",
+        "pragma",
+        "expires",
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-ms-request-id",
+        "x-ms-keyvault-service-version",
+        "x-ms-keyvault-region",
+        "x-ms-keyvault-network-info",
+    ] {
+        assert!(response.headers().contains_key(header), "no {header}");
+    }
     let challenge = response.headers()["www-authenticate"]
         .to_str()
         .unwrap()

@@ -711,8 +711,9 @@ async fn announce_sync(
             EventType::Normal,
             "Synced",
             format!(
-                "wrote {} keys from Key Vault to Secret '{target_name}'",
-                versions.len()
+                "wrote {} {} from Key Vault to Secret '{target_name}'",
+                versions.len(),
+                if versions.len() == 1 { "key" } else { "keys" }
             ),
         )
         .await;

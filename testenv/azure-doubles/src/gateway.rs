@@ -8,7 +8,9 @@
 //! Each `--vault-listen` is one gateway, paired in order with an `--upstream`; all of them
 //! share one registry (identities, access, faults, counters).
 
+use crate::keyvault::api::common_headers;
 use crate::state::{FaultKind, Registry};
+use crate::tls::PeerAddr;
 use crate::tokens::TokenIssuer;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -119,10 +121,16 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, InjectedReset> {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+        let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
         let mut response = self.decide(req).await?;
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&request_id) {
-            response.headers_mut().entry("x-ms-request-id").or_insert(v);
+        // Answers the gateway makes itself (challenge, refusals, faults) carry Key Vault's
+        // headers as the emulator's do; forwarded answers keep the backend's own.
+        if !response
+            .headers()
+            .contains_key("x-ms-keyvault-service-version")
+        {
+            common_headers(&mut response, peer, client_request_id);
         }
         Ok(response)
     }
@@ -133,7 +141,9 @@ impl Gateway {
         self.registry.count_vault(req.method().as_str(), secret);
 
         let Some(token) = bearer(&req) else {
-            return Ok(self.challenge("AKV10000: Request is missing a Bearer or PoP token."));
+            return Ok(
+                self.challenge("AKV10000: Request is missing a Bearer, PoP, or MTLS_POP token.")
+            );
         };
         let claims = match self.tokens.verify(token, VAULT_RESOURCE) {
             Ok(claims) => claims,

@@ -155,8 +155,9 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// The headers on every recorded response (README, recordings' `ResponseHeaders`).
-fn common_headers(
+/// The headers on every recorded response (README, recordings' `ResponseHeaders`); the
+/// gateway puts them on the answers it makes itself too.
+pub(crate) fn common_headers(
     r: &mut Response<Full<Bytes>>,
     peer: Option<SocketAddr>,
     client_request_id: Option<HeaderValue>,
