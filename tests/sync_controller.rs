@@ -15,28 +15,6 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use vaultsync::api::VaultSecret;
-
-struct Setup {
-    client: kube::Client,
-    doubles: Doubles,
-    ns: TempNamespace,
-    vsecs: Api<VaultSecret>,
-    secrets: Api<Secret>,
-}
-
-async fn setup() -> Setup {
-    let client = kube_client().await;
-    ensure_crd(&client).await;
-    let ns = TempNamespace::create(&client).await;
-    Setup {
-        doubles: Doubles::new(),
-        vsecs: Api::namespaced(client.clone(), &ns.name),
-        secrets: Api::namespaced(client.clone(), &ns.name),
-        ns,
-        client,
-    }
-}
 
 fn spec_for(names: &[(&str, &str)]) -> serde_json::Value {
     json!({

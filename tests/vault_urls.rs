@@ -7,30 +7,8 @@ mod common;
 use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use vaultsync::api::VaultSecret;
-
-struct Setup {
-    doubles: Doubles,
-    ns: TempNamespace,
-    vsecs: Api<VaultSecret>,
-    secrets: Api<Secret>,
-}
-
-async fn setup() -> Setup {
-    let client = kube_client().await;
-    ensure_crd(&client).await;
-    let ns = TempNamespace::create(&client).await;
-    Setup {
-        doubles: Doubles::new(),
-        vsecs: Api::namespaced(client.clone(), &ns.name),
-        secrets: Api::namespaced(client.clone(), &ns.name),
-        ns,
-    }
-}
 
 async fn create(s: &Setup, name: &str, vault_url: &str, kv_name: &str) {
     let spec =

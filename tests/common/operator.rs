@@ -37,6 +37,28 @@ pub async fn ensure_crd(client: &Client) {
     panic!("the VaultSecret CRD was not established");
 }
 
+/// One test's namespace with the APIs a test of the operator uses, the CRD installed.
+pub struct Setup {
+    pub client: Client,
+    pub doubles: Doubles,
+    pub ns: TempNamespace,
+    pub vsecs: Api<VaultSecret>,
+    pub secrets: Api<k8s_openapi::api::core::v1::Secret>,
+}
+
+pub async fn setup() -> Setup {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let ns = TempNamespace::create(&client).await;
+    Setup {
+        doubles: Doubles::new(),
+        vsecs: Api::namespaced(client.clone(), &ns.name),
+        secrets: Api::namespaced(client.clone(), &ns.name),
+        ns,
+        client,
+    }
+}
+
 /// A client id for one test's operator: federated to the environment's operator
 /// ServiceAccount, with access to exactly the given secrets.
 pub async fn operator_identity(doubles: &Doubles, secrets: &[&str]) -> String {
