@@ -14,6 +14,9 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-8}
 
 # Every suite runs even when one fails (--no-fail-fast), and so does the official clients'
 # scenario; the exit status says whether all passed.
+# helm for the chart's tests (tests/chart.rs), built from its Go module once into the cache.
+"$repo_root/hack/build-helm.sh" >/dev/null
+
 failed=0
 if [[ "$VAULTSYNC_TEST_KEYVAULT" == emulator ]]; then
   cargo test --workspace --no-fail-fast || failed=1

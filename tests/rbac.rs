@@ -108,23 +108,6 @@ async fn apply_leader_election_role(client: &kube::Client, namespace: &str) {
         .unwrap();
 }
 
-fn kubeconfig_for_token(token: &str) -> std::path::PathBuf {
-    let server = kube::config::Kubeconfig::read().unwrap().clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .server
-        .clone()
-        .unwrap();
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("rbac")));
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
-        env("VAULTSYNC_TEST_CA_FILE")
-    );
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn the_operator_works_with_the_shipped_rbac_only() {
     let client = kube_client().await;

@@ -144,6 +144,38 @@ pub async fn service_account_token(
         .expect("TokenRequest status with a token")
 }
 
+/// A kubeconfig file for the environment's API server that authenticates with `token`
+/// alone (a ServiceAccount's), so that a process or client has exactly its rights.
+pub fn kubeconfig_for_token(token: &str) -> PathBuf {
+    let server = kube::config::Kubeconfig::read().unwrap().clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("token")));
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+        env("VAULTSYNC_TEST_CA_FILE")
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// A client with the rights of the ServiceAccount `namespace/name` alone.
+pub async fn client_as_service_account(client: &Client, namespace: &str, name: &str) -> Client {
+    let token =
+        service_account_token(client, namespace, name, &env("VAULTSYNC_TEST_SA_ISSUER")).await;
+    let path = kubeconfig_for_token(&token);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read the kubeconfig");
+    let _ = std::fs::remove_file(&path);
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("a config from the token's kubeconfig");
+    Client::try_from(config).expect("a client for the ServiceAccount")
+}
+
 pub fn ca_pem() -> Vec<u8> {
     std::fs::read(env("VAULTSYNC_TEST_CA_FILE")).expect("read the environment's CA")
 }
