@@ -649,7 +649,7 @@ async fn request_token(
     name: &str,
     audiences: &[&str],
     expiration_seconds: Option<i64>,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: Some(audiences.iter().map(|a| (*a).to_owned()).collect()),
@@ -662,10 +662,7 @@ async fn request_token(
         .create_token_request(name, &PostParams::default(), &request)
         .await
     {
-        Ok(issued) => {
-            assert!(issued.status.and_then(|s| s.token).is_some());
-            Ok(())
-        }
+        Ok(issued) => Ok(issued.status.and_then(|s| s.token).expect("a token")),
         Err(kube::Error::Api(status)) => Err(format!("{} {}", status.code, status.message)),
         Err(e) => panic!("TokenRequest: {e}"),
     }
@@ -727,7 +724,7 @@ async fn the_admission_policy_limits_the_operators_token_requests() {
                 refusal = Some(e);
                 break;
             }
-            Ok(()) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
     }
     let refusal = refusal.expect("the admission policy took effect");
@@ -766,6 +763,42 @@ async fn the_admission_policy_limits_the_operators_token_requests() {
     )
     .await
     .unwrap();
+    // Such a token is for Entra alone: the API server does not take it.
+    let exchange_only = request_token(
+        &operator,
+        &apps.name,
+        "annotated",
+        &[FEDERATION_AUDIENCE],
+        None,
+    )
+    .await
+    .unwrap();
+    let kubeconfig = kubeconfig_for_token(&exchange_only);
+    let as_token = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(kubeconfig);
+    let refused = Api::<Namespace>::all(Client::try_from(as_token).unwrap())
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 401),
+        "{refused:?}"
+    );
+    // Nor can the operator annotate a ServiceAccount to make it eligible (RBAC: get only).
+    let annotate = Api::<ServiceAccount>::namespaced(operator.clone(), &apps.name)
+        .patch(
+            "plain",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {CLIENT_ID_ANNOTATION: "x"}}}),
+            ),
+        )
+        .await;
+    assert!(forbidden(annotate).await);
     // Everything else is refused.
     for (sa, audiences, expiration, why) in [
         (
@@ -1051,4 +1084,26 @@ async fn the_namespaced_mode_reads_no_secret_outside_its_namespaces() {
         .await
         .expect("the data-hash key in the release namespace");
     let _ = std::fs::remove_file(kubeconfig);
+}
+
+#[tokio::test]
+async fn without_the_admission_policy_rbac_alone_lets_the_operator_mint_any_token() {
+    // What the policy is for: the same release without it lets the operator's token mint
+    // an API server token of any ServiceAccount, for as long as it likes.
+    let s = setup().await;
+    let release = Release::install(&s.ns.name, &["admissionPolicy.enabled=false"]);
+    let operator = client_as_service_account(&s.client, &s.ns.name, &release.name).await;
+    let issuer = env("VAULTSYNC_TEST_SA_ISSUER");
+    request_token(&operator, "kube-system", "default", &[&issuer], Some(86400))
+        .await
+        .expect("RBAC alone allows any ServiceAccount, audience and lifetime");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": unique("forged"), "annotations": {"kubernetes.io/service-account.name": "default"}},
+        "type": "kubernetes.io/service-account-token",
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(operator.clone(), &s.ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("RBAC alone allows a service-account-token Secret");
 }
