@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from Go modules into
-# a cache keyed by version, reusing what is already there. Prints the bin directory.
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl (and, with --node,
+# kube-scheduler and kubelet) from Go modules into a cache keyed by version, reusing what
+# is already there: a cache that holds the control plane gains only the node binaries.
+# Prints the bin directory.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every k8s.io/* staging
 # module with a local path. A wrapper module replaces each of them with the published
@@ -13,7 +15,13 @@ source "$here/versions.env"
 
 cache_root=${VAULTSYNC_CACHE:-$HOME/.cache/vaultsync}
 bin_dir="$cache_root/kube-$KUBERNETES_VERSION-etcd-$ETCD_VERSION/bin"
-wanted=(etcd kube-apiserver kube-controller-manager kubectl)
+kube_cmds=(kube-apiserver kube-controller-manager kubectl)
+case "${1:-}" in
+  --node) kube_cmds+=(kube-scheduler kubelet) ;;
+  "") ;;
+  *) echo "build-kube: usage: build-kube.sh [--node]" >&2; exit 2 ;;
+esac
+wanted=(etcd "${kube_cmds[@]}")
 
 have_all() {
   for b in "${wanted[@]}"; do [[ -x "$bin_dir/$b" ]] || return 1; done
@@ -29,6 +37,13 @@ command -v go >/dev/null || { echo "build-kube: go is not installed" >&2; exit 1
 
 work="$cache_root/build"
 mkdir -p "$work" "$bin_dir"
+# Worktrees share the cache: one build at a time; a build that waited finds the binaries.
+exec 9>"$work/.lock"
+flock 9
+if have_all; then
+  echo "$bin_dir"
+  exit 0
+fi
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 
@@ -56,7 +71,6 @@ if [[ ! -x "$bin_dir/etcd" ]]; then
 fi
 
 # --- kubernetes -----------------------------------------------------------------------
-kube_cmds=(kube-apiserver kube-controller-manager kubectl)
 missing=()
 for c in "${kube_cmds[@]}"; do [[ -x "$bin_dir/$c" ]] || missing+=("$c"); done
 if ((${#missing[@]})); then
@@ -93,7 +107,7 @@ if ((${#missing[@]})); then
     } >tools.go
     go mod tidy
     for c in "${missing[@]}"; do
-      echo "building $c"
+      echo "building $c at $(date +%T)"
       go build -trimpath -ldflags='-s -w' -o "$bin_dir/$c.tmp" "k8s.io/kubernetes/cmd/$c"
       mv "$bin_dir/$c.tmp" "$bin_dir/$c"
     done

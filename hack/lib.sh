@@ -31,7 +31,15 @@ start_component() {
   shift
   mkdir -p "$state_dir/pids" "$state_dir/logs"
   setsid "$@" >"$state_dir/logs/$name.log" 2>&1 </dev/null &
-  echo "$! $name" >"$state_dir/pids/$name.pid"
+  local pid=$!
+  echo "$pid $name" >"$state_dir/pids/$name.pid"
+  # Until the forked shell has exec'd the program, /proc shows the shell's command line
+  # and component_alive would call the component dead.
+  for _ in $(seq 1 100); do
+    [[ -d "/proc/$pid" ]] || break
+    [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" != *"$name"* ]] || break
+    sleep 0.05
+  done
 }
 
 component_alive() {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Stops exactly the processes testenv-up started (by their pid files) and removes the state.
+# Stops exactly the processes testenv-up started (by their pid files), undoes what the
+# node changed on the host (hack/testenv-node.sh down), and removes the state.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 [[ -d "$state_dir" ]] || exit 0
+# The node first, while the API server can still tell the kubelet to stop its pods.
+"$repo_root/hack/testenv-node.sh" down
 stopped=()
 shopt -s nullglob
 # Reverse start order: the doubles and the controller manager before the API server and etcd.

@@ -3,6 +3,9 @@
 # the Azure test doubles (Entra, managed identity, the vault gateway) and the Key Vault
 # emulator; writes .testenv/env.sh. Idempotent: a healthy environment is left as it is.
 #
+# With the node (on unless VAULTSYNC_TESTENV_NODE=off): kube-scheduler, containerd and a
+# kubelet, so that pods run (hack/testenv-node.sh).
+#
 # The Key Vault backend is the project's own emulator (three vaults served by the doubles
 # binary), or lowkey-vault with VAULTSYNC_TEST_KEYVAULT=lowkey-vault when its jar can be
 # fetched into the cache.
@@ -13,6 +16,12 @@ operator_namespace=vaultsync-system
 operator_service_account=vaultsync
 components=(etcd kube-apiserver kube-controller-manager azure-doubles testenv-token-refresher)
 keyvault_backend=${VAULTSYNC_TEST_KEYVAULT:-emulator}
+node=${VAULTSYNC_TESTENV_NODE:-on}
+case "$node" in
+  on) components+=(containerd kube-scheduler kubelet) ;;
+  off) ;;
+  *) die "VAULTSYNC_TESTENV_NODE must be 'on' or 'off', not '$node'" ;;
+esac
 case "$keyvault_backend" in
   emulator) ;;
   lowkey-vault) components+=(lowkey-vault) ;;
@@ -27,6 +36,7 @@ if [[ -f "$state_dir/env.sh" ]]; then
   # shellcheck source=/dev/null
   if $healthy && (source "$state_dir/env.sh" && [[ "$VAULTSYNC_TEST_KEYVAULT" == "$keyvault_backend" ]] &&
     [[ -n "${VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR:-}" ]] &&
+    { [[ "$node" == off ]] || [[ -n "${VAULTSYNC_TEST_NODE:-}" ]]; } &&
     kubectl get --raw /readyz >/dev/null 2>&1); then
     say "already up ($state_dir/env.sh)"
     exit 0
@@ -40,7 +50,9 @@ command -v python3 >/dev/null || die "python3 is not installed"
 command -v curl >/dev/null || die "curl is not installed"
 
 # --- binaries ---------------------------------------------------------------------------
-bin_dir=$("$repo_root/hack/build-kube.sh") || die "etcd/kube-apiserver/kube-controller-manager/kubectl could not be built (see the message above)"
+build_flags=()
+[[ "$node" == off ]] || build_flags+=(--node)
+bin_dir=$("$repo_root/hack/build-kube.sh" "${build_flags[@]}") || die "the Kubernetes binaries could not be built (see the message above)"
 say "building the Azure test doubles"
 (cd "$repo_root" && cargo build --quiet -p vaultsync-azure-doubles) || die "azure-doubles could not be built"
 doubles_bin="$repo_root/target/debug/azure-doubles"
@@ -119,7 +131,9 @@ start_component kube-apiserver "$bin_dir/kube-apiserver" \
   --client-ca-file "$pki/ca.crt" --authorization-mode RBAC --anonymous-auth=true \
   --service-account-issuer "$api_url" \
   --service-account-signing-key-file "$pki/sa.key" --service-account-key-file "$pki/sa.pub" \
-  --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true
+  --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+  --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+  --kubelet-preferred-address-types Hostname
 wait_healthy kube-apiserver 120 kubectl get --raw /readyz
 
 # The token endpoint double, like Entra, reads the issuer's discovery document and JWKS
@@ -140,6 +154,11 @@ start_component kube-controller-manager "$bin_dir/kube-controller-manager" \
 wait_healthy kube-controller-manager 90 curl -fsS --cacert "$pki/ca.crt" "https://127.0.0.1:$kcm_port/healthz"
 # The ServiceAccount controller running is what makes `default` appear.
 wait_healthy kube-controller-manager 90 kubectl get serviceaccount default -n default
+
+# --- the node ---------------------------------------------------------------------------
+if [[ "$node" == on ]]; then
+  "$repo_root/hack/testenv-node.sh" up "$bin_dir" "$api_port"
+fi
 
 # --- the operator's own identity ---------------------------------------------------------
 kubectl create namespace "$operator_namespace" >/dev/null
@@ -231,4 +250,8 @@ export VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR='127.0.0.1:$vault_port,localhos
 export IDENTITY_ENDPOINT='https://127.0.0.1:$identity_port/msi/token'
 export IDENTITY_HEADER='$identity_header'
 ENV
+if [[ "$node" == on ]]; then
+  echo "# The node (hack/testenv-node.sh): pods run on it." >>"$state_dir/env.sh"
+  cat "$state_dir/node/env.sh" >>"$state_dir/env.sh"
+fi
 say "up: source $state_dir/env.sh"
