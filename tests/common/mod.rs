@@ -4,6 +4,7 @@
 
 pub mod keyvault;
 pub mod operator;
+pub mod pods;
 
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
