@@ -49,13 +49,16 @@ fn run(mut command: Command, input: Option<&str>) -> String {
 }
 
 /// helm, built from its Go module into the cache on first use (hack/build-helm.sh).
-fn helm(args: &[&str]) -> String {
+fn helm_binary() -> &'static str {
     static HELM: OnceLock<String> = OnceLock::new();
-    let binary = HELM.get_or_init(|| {
+    HELM.get_or_init(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/build-helm.sh");
         run(Command::new(script), None).trim().to_owned()
-    });
-    let mut command = Command::new(binary);
+    })
+}
+
+fn helm(args: &[&str]) -> String {
+    let mut command = Command::new(helm_binary());
     command.args(args);
     run(command, None)
 }
@@ -180,6 +183,37 @@ fn helm_lint_passes_in_every_mode() {
         "--set",
         "extraCA.secret.name=corporate-ca",
     ]);
+}
+
+#[test]
+fn values_outside_the_schema_are_refused() {
+    for (value, why) in [
+        ("logFormat=xml", "/logFormat"),
+        (
+            "operatorIdentity.type=clientSecret",
+            "/operatorIdentity/type",
+        ),
+        (
+            "operatorIdentity.scope=everywhere",
+            "/operatorIdentity/scope",
+        ),
+        // The operator asks for hour-long tokens; a lower cap would refuse them all.
+        (
+            "admissionPolicy.maxExpirationSeconds=600",
+            "/admissionPolicy/maxExpirationSeconds",
+        ),
+        ("replicas=-1", "/replicas"),
+    ] {
+        let output = Command::new(helm_binary())
+            .args(["template", "vaultsync", CHART, "--set", value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(why),
+            "{value}: {stderr}"
+        );
+    }
 }
 
 #[test]
