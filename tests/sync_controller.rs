@@ -638,9 +638,14 @@ async fn merge_writes_only_its_keys_and_orphan_secrets_outlive_the_vault_secret(
     seed(&kv_name, r#"{"user":"app","password":"cGFzcw=="}"#).await;
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
     let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    // Its owner lets VaultSecret "merge" in.
     let shared = Secret {
         metadata: ObjectMeta {
             name: Some("shared".into()),
+            annotations: Some(BTreeMap::from([(
+                "vaultsync.io/merge-from".to_owned(),
+                "merge".to_owned(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(

@@ -265,3 +265,60 @@ async fn the_examples_in_deploy_are_admitted() {
     }
     assert!(checked >= 3, "examples found: {checked}");
 }
+
+#[tokio::test]
+async fn secret_types_the_cluster_fills_or_trusts_as_credentials_are_refused() {
+    for type_ in [
+        "kubernetes.io/service-account-token",
+        "bootstrap.kubernetes.io/token",
+    ] {
+        refused(
+            with(&["target"], json!({"type": type_})),
+            "target.type may not be kubernetes.io/service-account-token or bootstrap.kubernetes.io/token",
+        )
+        .await;
+    }
+    for type_ in [
+        "Opaque",
+        "kubernetes.io/tls",
+        "kubernetes.io/dockerconfigjson",
+    ] {
+        admit(with(&["target"], json!({"type": type_})))
+            .await
+            .unwrap_or_else(|e| panic!("{type_} refused: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn marks_cannot_be_forged_through_target_labels_or_annotations() {
+    refused(
+        with(
+            &["target"],
+            json!({"annotations": {"vaultsync.io/source-uid": "someone-elses-uid"}}),
+        ),
+        "target.annotations may not use the vaultsync.io/ prefix",
+    )
+    .await;
+    refused(
+        with(
+            &["target"],
+            json!({"annotations": {"team": "a", "vaultsync.io/merge-from": "app"}}),
+        ),
+        "target.annotations may not use the vaultsync.io/ prefix",
+    )
+    .await;
+    refused(
+        with(
+            &["target"],
+            json!({"labels": {"vaultsync.io/managed-by": "vaultsync"}}),
+        ),
+        "target.labels may not use the vaultsync.io/ prefix",
+    )
+    .await;
+    admit(with(
+        &["target"],
+        json!({"labels": {"app.vaultsync.io": "x"}, "annotations": {"example.com/vaultsync.io": "x"}}),
+    ))
+    .await
+    .expect("keys that merely mention vaultsync.io are the user's");
+}

@@ -17,7 +17,34 @@ pub const MANAGED_BY_VALUE: &str = "vaultsync";
 /// Annotation naming the VaultSecret (`namespace/name`) a Secret is synced from.
 pub const SOURCE_ANNOTATION: &str = "vaultsync.io/source";
 /// Annotation holding the hash of the data as written, so drift is seen without Key Vault.
+/// Written by Owner and Orphan writers (the Secret's only writer).
 pub const DATA_HASH_ANNOTATION: &str = "vaultsync.io/data-hash";
+/// Annotation with the uid of the Owner or Orphan VaultSecret that wrote the Secret: the
+/// evidence a Secret whose ownerReference was stripped is re-adopted on (by uid, so a
+/// VaultSecret re-created with the same name does not take its predecessor's Secret).
+pub const SOURCE_UID_ANNOTATION: &str = "vaultsync.io/source-uid";
+/// Annotation the owner of an existing Secret sets to let Merge VaultSecrets of its
+/// namespace write into it: their names, comma-separated.
+pub const MERGE_FROM_ANNOTATION: &str = "vaultsync.io/merge-from";
+/// Annotation with the uid of the Merge VaultSecret that created the Secret (set only when
+/// the operator creates it), so that writer keeps writing the Secret it made.
+pub const CREATED_BY_ANNOTATION: &str = "vaultsync.io/created-by";
+/// Prefix of a Merge writer's own name mark, `vaultsync.io/merged-by.<uid>: <name>`.
+pub const MERGED_BY_PREFIX: &str = "vaultsync.io/merged-by.";
+/// Prefix of a Merge writer's own data-hash mark, `vaultsync.io/data-hash.<uid>`.
+pub const MERGE_HASH_PREFIX: &str = "vaultsync.io/data-hash.";
+/// The prefix of every mark; `target.labels` and `target.annotations` may not use it, so no
+/// spec can make the operator write a mark it did not decide on.
+pub const MARK_PREFIX: &str = "vaultsync.io/";
+/// Secret types the spec may not name: the token controller fills a
+/// `kubernetes.io/service-account-token` Secret with a non-expiring token of the
+/// ServiceAccount its annotation names, and a `bootstrap.kubernetes.io/token` Secret in
+/// `kube-system` is a credential that joins nodes to the cluster. Either would turn a
+/// VaultSecret into a way to mint cluster credentials.
+pub const REFUSED_SECRET_TYPES: [&str; 2] = [
+    "kubernetes.io/service-account-token",
+    "bootstrap.kubernetes.io/token",
+];
 /// The condition type that says whether the Secret holds every key of this generation.
 pub const READY: &str = "Ready";
 
@@ -181,20 +208,30 @@ pub struct TargetSpec {
         length(max = 253)
     )]
     pub name: Option<String>,
-    /// Secret type, e.g. `Opaque` (default) or `kubernetes.io/tls`.
+    /// Secret type, e.g. `Opaque` (default) or `kubernetes.io/tls`. Not
+    /// `kubernetes.io/service-account-token` (the token controller would fill it with a
+    /// non-expiring ServiceAccount token) nor `bootstrap.kubernetes.io/token` (a credential
+    /// that joins nodes to the cluster).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("!(self in ['kubernetes.io/service-account-token', 'bootstrap.kubernetes.io/token'])").message("target.type may not be kubernetes.io/service-account-token or bootstrap.kubernetes.io/token: the cluster fills or trusts those Secrets as credentials"))]
     pub type_: Option<String>,
-    /// Labels copied onto the Secret.
+    /// Labels copied onto the Secret; keys under `vaultsync.io/` are the operator's marks
+    /// and are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('vaultsync.io/'))").message("target.labels may not use the vaultsync.io/ prefix: those keys are the operator's marks"))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations copied onto the Secret.
+    /// Annotations copied onto the Secret; keys under `vaultsync.io/` are the operator's
+    /// marks and are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('vaultsync.io/'))").message("target.annotations may not use the vaultsync.io/ prefix: those keys are the operator's marks"))]
     pub annotations: BTreeMap<String, String>,
     /// `Owner` (default): the Secret is owned by this VaultSecret and deleted with it; an
     /// existing Secret it does not own is never touched. `Merge`: only this VaultSecret's
-    /// keys are written into the Secret, which survives the VaultSecret. `Orphan`: the
-    /// Secret is written without an owner and survives the VaultSecret.
+    /// keys are written, without taking keys other writers own, into a Secret it creates or
+    /// whose annotation `vaultsync.io/merge-from` names this VaultSecret; the Secret
+    /// survives the VaultSecret. `Orphan`: the Secret is written without an owner and
+    /// survives the VaultSecret.
     #[serde(default)]
     pub creation_policy: CreationPolicy,
 }

@@ -6,11 +6,11 @@ pub mod data_hash;
 pub mod decide;
 pub mod grants;
 pub mod target;
+pub mod write;
 mod written;
 
 use crate::api::{
-    DATA_HASH_ANNOTATION, IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason,
-    SOURCE_ANNOTATION, VaultSecret, VaultSecretStatus,
+    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason, VaultSecret, VaultSecretStatus,
 };
 use crate::source::{
     FetchedSecret, IdentityRef, SecretBytes, SecretRequest, SecretSource, SourceError,
@@ -23,7 +23,7 @@ use grants::{NamespaceGrants, OperatorIdentity};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use target::{SecretState, TypeChange};
+use write::Written;
 
 /// How the controller runs; set from `vaultsync run` flags.
 #[derive(Debug, Clone)]
@@ -229,12 +230,16 @@ fn vault_secrets_in(
         .collect()
 }
 
-fn secret_to_vault_secret(secret: PartialObjectMeta<Secret>) -> Option<ObjectRef<VaultSecret>> {
-    let source = secret.annotations().get(SOURCE_ANNOTATION)?;
-    let (namespace, name) = source.split_once('/')?;
-    // A Secret can only name a VaultSecret of its own namespace.
-    (secret.namespace().as_deref() == Some(namespace))
-        .then(|| ObjectRef::new(name).within(namespace))
+/// Every VaultSecret of the Secret's namespace that writes it (its marks name them), so a
+/// change to a shared Secret reaches each of its writers.
+fn secret_to_vault_secret(secret: PartialObjectMeta<Secret>) -> Vec<ObjectRef<VaultSecret>> {
+    let Some(namespace) = secret.namespace() else {
+        return Vec::new();
+    };
+    target::writers_of(&secret.metadata)
+        .into_iter()
+        .map(|name| ObjectRef::new(&name).within(&namespace))
+        .collect()
 }
 
 fn error_policy(vsec: Arc<VaultSecret>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -371,14 +376,18 @@ async fn sync(
                 // The data still hashes to what was written: restore the marks around it
                 // without asking Key Vault.
                 let data = target::existing_managed_data(secret, vsec);
-                apply_secret(&secrets, vsec, existing.as_ref(), &data, ctx).await?;
+                if write::apply_secret(&secrets, vsec, existing.as_ref(), &data, ctx).await?
+                    == Written::Stale
+                {
+                    return Ok(Action::requeue(write::STALE_RETRY));
+                }
                 let note = format!(
                     "restored the labels, annotations, type or owner of Secret '{target_name}' (data was intact; no Key Vault read)"
                 );
                 publish(ctx, vsec, EventType::Normal, "DriftRepaired", note).await;
             }
-            if let (SecretState::LegacyHash, Some(secret)) = (&state, existing.as_ref()) {
-                rewrite_legacy_hash(&secrets, vsec, secret, ctx).await?;
+            if let (SecretState::LegacyMarks, Some(secret)) = (&state, existing.as_ref()) {
+                write::migrate_marks(&secrets, vsec, secret, ctx).await?;
             }
             Metrics::count(&ctx.metrics.reconciliations, "waiting");
             return Ok(after
@@ -389,7 +398,7 @@ async fn sync(
 
     let kept = match existing.as_ref() {
         Some(secret)
-            if matches!(state, SecretState::InSync | SecretState::LegacyHash)
+            if matches!(state, SecretState::InSync | SecretState::LegacyMarks)
                 && cause == ReadCause::RefreshDue =>
         {
             target::pinned_and_intact(secret, vsec, &status.synced_versions)
@@ -411,10 +420,12 @@ async fn sync(
         .map(|s| ctx.hash_key.data_hash(target::managed_data(s, vsec)));
     let needs_write =
         state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
-    if needs_write {
-        apply_secret(&secrets, vsec, existing.as_ref(), &values, ctx)
-            .await
-            .map_err(|e| refused_as_invalid_spec(e, &target_name))?;
+    // Written on the Secret as read: one changed meanwhile is decided again, quietly.
+    if needs_write
+        && write::apply_secret(&secrets, vsec, existing.as_ref(), &values, ctx).await?
+            == Written::Stale
+    {
+        return Ok(Action::requeue(write::STALE_RETRY));
     }
     // After a target.name change, the old Secret goes only once the new one holds the
     // data, so pods never lose their Secret to a rename that cannot complete.
@@ -423,7 +434,7 @@ async fn sync(
         .as_ref()
         .filter(|old| **old != target_name)
     {
-        remove_old_target(&secrets, old, vsec).await?;
+        write::remove_old_target(&secrets, old, vsec).await?;
     }
     let versions: BTreeMap<String, String> = data
         .iter()
@@ -462,24 +473,6 @@ async fn sync(
         Ok(Action::requeue(
             interval.mul_f64(1.0 + decide::jitter_fraction(&uid)),
         ))
-    }
-}
-
-/// The API server refusing the Secret itself (e.g. keys its type requires) is a spec
-/// problem the user must fix, not a reason to retry quickly.
-fn refused_as_invalid_spec(error: Error, target_name: &str) -> Stop {
-    match error {
-        Error::Kube(kube::Error::Api(refused)) if refused.code == 422 || refused.code == 400 => {
-            Failure::new(
-                Reason::InvalidSpec,
-                format!(
-                    "the API server refused Secret '{target_name}': {}",
-                    decide::redact_quoted_input(&refused.message)
-                ),
-            )
-            .into()
-        }
-        other => other.into(),
     }
 }
 
@@ -592,106 +585,6 @@ async fn read_all(
         out.insert(entry.key.clone(), (value, fetched.version.clone()));
     }
     Ok(out)
-}
-
-/// Server-side applies the Secret. An Owner or Orphan Secret whose type no longer matches
-/// `target.type` is deleted first (uid precondition, so only the Secret that was read
-/// goes) and created again, since Kubernetes never changes a Secret's type in place.
-async fn apply_secret(
-    secrets: &Api<Secret>,
-    vsec: &VaultSecret,
-    existing: Option<&Secret>,
-    data: &BTreeMap<String, SecretBytes>,
-    ctx: &Context,
-) -> Result<(), Error> {
-    if let TypeChange::Recreate { from, to } = target::type_change(existing, vsec) {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: existing.and_then(|s| s.metadata.uid.clone()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match secrets.delete(&vsec.target_name(), &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-        let note = format!(
-            "re-created Secret '{}' to change its type from {from} to {to} (Kubernetes cannot change a Secret's type in place)",
-            vsec.target_name()
-        );
-        publish(ctx, vsec, EventType::Normal, "Recreated", note).await;
-    }
-    let desired = target::desired_secret(vsec, data, &ctx.hash_key);
-    let params = PatchParams::apply(&target::field_manager(vsec)).force();
-    secrets
-        .patch(&vsec.target_name(), &params, &Patch::Apply(&desired))
-        .await?;
-    ctx.metrics.secret_writes.inc();
-    Ok(())
-}
-
-/// Rewrites an old unkeyed data hash that still matches the data in the keyed form, at
-/// once and quietly (no Event, no Key Vault read): a merge patch of that one annotation,
-/// so no data is sent, bound to the `resourceVersion` that was judged. A Secret changed
-/// meanwhile (409) is left alone: the watch brings it back to be judged again.
-async fn rewrite_legacy_hash(
-    secrets: &Api<Secret>,
-    vsec: &VaultSecret,
-    secret: &Secret,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let name = vsec.target_name();
-    let hash = ctx.hash_key.data_hash(target::managed_data(secret, vsec));
-    let patch = serde_json::json!({
-        "metadata": {
-            "resourceVersion": secret.resource_version(),
-            "annotations": { DATA_HASH_ANNOTATION: hash },
-        }
-    });
-    let params = PatchParams {
-        field_manager: Some(target::field_manager(vsec)),
-        ..Default::default()
-    };
-    match secrets.patch(&name, &params, &Patch::Merge(&patch)).await {
-        Ok(_) => {
-            tracing::info!(secret = %name, "rewrote the data hash of the Secret in its keyed form (hmac-sha256); data unchanged");
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// After `target.name` changed: the old Secret goes if this VaultSecret owned it (uid
-/// precondition, so a Secret recreated meanwhile by someone else survives).
-async fn remove_old_target(
-    secrets: &Api<Secret>,
-    old: &str,
-    vsec: &VaultSecret,
-) -> Result<(), Error> {
-    let Some(meta) = secrets.get_metadata_opt(old).await? else {
-        return Ok(());
-    };
-    if target::owned_by(&meta.metadata, vsec) {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: meta.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match secrets.delete(old, &params).await {
-            Ok(_) => tracing::info!(
-                secret = old,
-                "deleted the Secret of the previous target.name"
-            ),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 async fn announce_sync(

@@ -2,8 +2,9 @@
 //! Pure functions; `controller::apply` does the writing.
 
 use crate::api::{
-    CreationPolicy, DATA_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION,
-    VaultSecret,
+    CREATED_BY_ANNOTATION, CreationPolicy, DATA_HASH_ANNOTATION, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE, MERGE_FROM_ANNOTATION, MERGE_HASH_PREFIX, MERGED_BY_PREFIX,
+    SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION, VaultSecret,
 };
 use crate::controller::data_hash::{DataHashKey, HashMatch, check_recorded};
 use crate::source::SecretBytes;
@@ -37,6 +38,68 @@ pub fn source_of(vsec: &VaultSecret) -> String {
     )
 }
 
+fn uid_of(vsec: &VaultSecret) -> &str {
+    vsec.meta().uid.as_deref().unwrap_or_default()
+}
+
+/// A Merge writer's name mark, `vaultsync.io/merged-by.<uid>`: keyed by uid, so each
+/// writer of a shared Secret has its own (a uid is 36 characters, within the 63 an
+/// annotation name may have).
+pub fn merged_by_key(vsec: &VaultSecret) -> String {
+    format!("{MERGED_BY_PREFIX}{}", uid_of(vsec))
+}
+
+/// The annotation holding this writer's data hash: the shared `vaultsync.io/data-hash` of
+/// an Owner or Orphan Secret (its only writer), `vaultsync.io/data-hash.<uid>` for a Merge
+/// writer, so that several Merge writers never see each other's writes as drift.
+pub fn hash_annotation(vsec: &VaultSecret) -> String {
+    match vsec.spec.target.creation_policy {
+        CreationPolicy::Merge => format!("{MERGE_HASH_PREFIX}{}", uid_of(vsec)),
+        CreationPolicy::Owner | CreationPolicy::Orphan => DATA_HASH_ANNOTATION.to_owned(),
+    }
+}
+
+/// The names of the VaultSecrets a Secret's marks say write it: the Owner or Orphan
+/// writer (`vaultsync.io/source`, when it names the Secret's own namespace), each Merge
+/// writer (`vaultsync.io/merged-by.<uid>`) and each name `vaultsync.io/merge-from` lets in.
+pub fn writers_of(meta: &ObjectMeta) -> Vec<String> {
+    let Some(annotations) = meta.annotations.as_ref() else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    if let Some((namespace, name)) = annotations
+        .get(SOURCE_ANNOTATION)
+        .and_then(|s| s.split_once('/'))
+        && meta.namespace.as_deref() == Some(namespace)
+    {
+        names.push(name.to_owned());
+    }
+    for (key, value) in annotations {
+        if key.starts_with(MERGED_BY_PREFIX) {
+            names.push(value.clone());
+        }
+    }
+    names.extend(merge_from(meta).map(str::to_owned));
+    names.sort();
+    names.dedup();
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+/// The VaultSecret names the Secret's owner let in with `vaultsync.io/merge-from`.
+fn merge_from(meta: &ObjectMeta) -> impl Iterator<Item = &str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(MERGE_FROM_ANNOTATION))
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+}
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
 fn controller_owner(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .as_ref()?
@@ -48,35 +111,117 @@ pub fn owned_by(meta: &ObjectMeta, vsec: &VaultSecret) -> bool {
     controller_owner(meta).is_some_and(|r| Some(&r.uid) == vsec.meta().uid.as_ref())
 }
 
+/// Whether the Secret is shared under Merge: its owner let Merge writers in, or a Merge
+/// writer created or wrote it. Such a Secret never gets an ownerReference (garbage
+/// collection would delete every writer's keys with one VaultSecret).
+fn is_merge_target(meta: &ObjectMeta) -> bool {
+    meta.annotations.as_ref().is_some_and(|a| {
+        a.contains_key(MERGE_FROM_ANNOTATION)
+            || a.contains_key(CREATED_BY_ANNOTATION)
+            || a.keys().any(|k| k.starts_with(MERGED_BY_PREFIX))
+    })
+}
+
+/// Whether `manager` applied (server-side apply) fields of the Secret, per its
+/// `managedFields`, which the API server records and no spec can set.
+fn applied_by(meta: &ObjectMeta, manager: &str) -> bool {
+    meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(manager) && entry.operation.as_deref() == Some("Apply")
+    })
+}
+
+/// A Secret an Owner or Orphan writer of an earlier version wrote, before the
+/// `vaultsync.io/source-uid` mark existed: its `vaultsync.io/source` annotation names this
+/// VaultSecret and is owned by the Owner/Orphan field manager (so no Merge writer wrote
+/// it last), and it was created no earlier than this VaultSecret (so a VaultSecret
+/// re-created with the same name does not take its predecessor's Secret).
+fn legacy_owner_or_orphan(meta: &ObjectMeta, vsec: &VaultSecret) -> bool {
+    let source_applied = meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.fields_v1.as_ref().is_some_and(|f| {
+                f.0.pointer("/f:metadata/f:annotations")
+                    .and_then(|a| a.get(format!("f:{SOURCE_ANNOTATION}")))
+                    .is_some()
+            })
+    });
+    let created_since = match (&meta.creation_timestamp, &vsec.meta().creation_timestamp) {
+        (Some(secret), Some(vsec)) => secret.0 >= vsec.0,
+        _ => false,
+    };
+    annotation(meta, SOURCE_ANNOTATION) == Some(source_of(vsec).as_str())
+        && annotation(meta, SOURCE_UID_ANNOTATION).is_none()
+        && source_applied
+        && created_since
+}
+
+/// A Secret only Merge writers of an earlier version ever wrote (every field manager is a
+/// `vaultsync/<name>` Merge manager), this one among them: it was created by one of them,
+/// so they keep writing it as before.
+fn legacy_merge_writer(meta: &ObjectMeta, vsec: &VaultSecret) -> bool {
+    let entries: Vec<_> = meta.managed_fields.iter().flatten().collect();
+    !entries.is_empty()
+        && entries.iter().all(|e| {
+            e.manager
+                .as_deref()
+                .is_some_and(|m| m.starts_with("vaultsync/"))
+        })
+        && applied_by(meta, &field_manager(vsec))
+}
+
 /// Refuses to touch a Secret this VaultSecret may not write; the message says who else
-/// holds it.
+/// holds it and how to let this VaultSecret in. Ownership is judged by uid and by what the
+/// API server recorded, never by a name in an annotation alone:
+/// - Owner and Orphan write a Secret controlled by this VaultSecret (ownerReference uid),
+///   or one whose `vaultsync.io/source-uid` mark is this VaultSecret's uid and that no one
+///   else controls (re-adoption of a stripped ownerReference). A Merge target is never
+///   taken, not even one this VaultSecret merged into before switching policy.
+/// - Merge writes a Secret whose owner lists this VaultSecret in `vaultsync.io/merge-from`,
+///   one it created itself (`vaultsync.io/created-by` is its uid), or one it owns.
 pub fn ensure_not_foreign(existing: Option<&ObjectMeta>, vsec: &VaultSecret) -> Result<(), String> {
     let Some(meta) = existing else { return Ok(()) };
-    let policy = vsec.spec.target.creation_policy;
-    if policy == CreationPolicy::Merge {
-        return Ok(());
-    }
+    let uid = uid_of(vsec);
     let name = meta.name.clone().unwrap_or_default();
-    if let Some(owner) = controller_owner(meta) {
-        if Some(&owner.uid) == vsec.meta().uid.as_ref() {
-            return Ok(());
-        }
-        return Err(format!(
-            "Secret '{name}' exists and is controlled by {} '{}'; it is left untouched",
-            owner.kind, owner.name
-        ));
-    }
-    // A Secret this VaultSecret wrote earlier under Orphan may be adopted.
-    let source = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(SOURCE_ANNOTATION));
-    if source == Some(&source_of(vsec)) {
+    let controller = controller_owner(meta);
+    if controller.is_some_and(|owner| owner.uid == uid) {
         return Ok(());
     }
-    Err(format!(
-        "Secret '{name}' exists and was not created by this VaultSecret; it is left untouched (delete it, or use creationPolicy Merge)"
-    ))
+    let ours_by_mark = controller.is_none() && annotation(meta, SOURCE_UID_ANNOTATION) == Some(uid);
+    match vsec.spec.target.creation_policy {
+        CreationPolicy::Owner | CreationPolicy::Orphan => {
+            if let Some(owner) = controller {
+                return Err(format!(
+                    "Secret '{name}' exists and is controlled by {} '{}'; it is left untouched",
+                    owner.kind, owner.name
+                ));
+            }
+            if is_merge_target(meta) {
+                return Err(format!(
+                    "Secret '{name}' is shared by creationPolicy Merge writers (vaultsync.io/merge-from or their marks); it never gets an ownerReference, which would delete it with every writer's keys, and it is left untouched (keep creationPolicy Merge, or choose another target.name)"
+                ));
+            }
+            if ours_by_mark || legacy_owner_or_orphan(meta, vsec) {
+                return Ok(());
+            }
+            Err(format!(
+                "Secret '{name}' exists and was not created by this VaultSecret; it is left untouched (delete it, or let this VaultSecret in with creationPolicy Merge and the annotation {MERGE_FROM_ANNOTATION}: {} on the Secret)",
+                vsec.name_any()
+            ))
+        }
+        CreationPolicy::Merge => {
+            if merge_from(meta).any(|n| n == vsec.name_any())
+                || annotation(meta, CREATED_BY_ANNOTATION) == Some(uid)
+                || ours_by_mark
+                || legacy_merge_writer(meta, vsec)
+            {
+                return Ok(());
+            }
+            Err(format!(
+                "Secret '{name}' exists and its owner has not let this VaultSecret merge into it; it is left untouched (the Secret's owner adds '{}' to its annotation {MERGE_FROM_ANNOTATION}, a comma-separated list of VaultSecret names, or choose another target.name)",
+                vsec.name_any()
+            ))
+        }
+    }
 }
 
 /// The keys of `secret` this VaultSecret declares, with their bytes, whatever the policy:
@@ -100,9 +245,11 @@ pub enum SecretState {
     DataDrifted,
     /// Data intact, but marks, labels, annotations, type or owner differ from the spec.
     MetadataDrifted,
-    /// In sync, but the data hash is in the old unkeyed form (a plain SHA-256 that matches
-    /// the data): no Key Vault read and no Event, only the mark is rewritten.
-    LegacyHash,
+    /// In sync, but with the marks of an earlier version: an unkeyed data hash (a plain
+    /// SHA-256 that matches the data), no `vaultsync.io/source-uid`, or, for a Merge writer,
+    /// the shared marks instead of its own. No Key Vault read and no Event: only the marks
+    /// are rewritten.
+    LegacyMarks,
     InSync,
 }
 
@@ -114,16 +261,30 @@ pub fn secret_state(
     let Some(secret) = existing else {
         return SecretState::Missing;
     };
-    let recorded = secret
-        .annotations()
-        .get(DATA_HASH_ANNOTATION)
-        .map(String::as_str);
-    let hash = check_recorded(recorded, key, &managed_data(secret, vsec));
+    let merge = vsec.spec.target.creation_policy == CreationPolicy::Merge;
+    let hash_key = hash_annotation(vsec);
+    let recorded = secret.annotations().get(&hash_key).map(String::as_str);
+    let data = managed_data(secret, vsec);
+    if merge
+        && recorded.is_none()
+        && !secret.annotations().contains_key(&merged_by_key(vsec))
+        && applied_by(&secret.metadata, &field_manager(vsec))
+    {
+        // Written by this writer under the shared marks of an earlier version, which any
+        // other Merge writer may have rewritten since: its keys are taken as they stand,
+        // and it gets marks of its own. The next refresh reads Key Vault as usual.
+        return if data.len() == vsec.spec.data.len() {
+            SecretState::LegacyMarks
+        } else {
+            SecretState::DataDrifted
+        };
+    }
+    let hash = check_recorded(recorded, key, &data);
     if hash == HashMatch::Neither {
         return SecretState::DataDrifted;
     }
     // The recorded hash matches the data (checked above); the other marks are compared.
-    let wanted = desired_metadata(vsec, recorded.unwrap_or_default());
+    let wanted = desired_metadata(vsec, Some(&secret.metadata), recorded.unwrap_or_default());
     let labels_ok = wanted
         .labels
         .iter()
@@ -133,30 +294,50 @@ pub fn secret_state(
         .annotations
         .iter()
         .flatten()
+        .filter(|(k, _)| *k != SOURCE_UID_ANNOTATION)
         .all(|(k, v)| secret.annotations().get(k) == Some(v));
-    let type_ok = vsec.spec.target.creation_policy == CreationPolicy::Merge
+    let uid_mark = secret.annotations().get(SOURCE_UID_ANNOTATION);
+    let uid_mark_ok = merge || uid_mark.is_none_or(|u| u == uid_of(vsec));
+    let type_ok = merge
         || secret.type_.as_deref().unwrap_or("Opaque")
             == vsec.spec.target.type_.as_deref().unwrap_or("Opaque");
     let owner_ok = match vsec.spec.target.creation_policy {
         CreationPolicy::Owner => owned_by(&secret.metadata, vsec),
         _ => true,
     };
-    if !(labels_ok && annotations_ok && type_ok && owner_ok) {
+    if !(labels_ok && annotations_ok && uid_mark_ok && type_ok && owner_ok) {
         SecretState::MetadataDrifted
-    } else if hash == HashMatch::Legacy {
-        SecretState::LegacyHash
+    } else if hash == HashMatch::Legacy || (!merge && uid_mark.is_none()) {
+        SecretState::LegacyMarks
     } else {
         SecretState::InSync
     }
 }
 
-fn desired_metadata(vsec: &VaultSecret, hash: &str) -> ObjectMeta {
+/// The metadata this VaultSecret writes onto the Secret (`existing`: the Secret as read,
+/// `None` when it is about to be created).
+fn desired_metadata(vsec: &VaultSecret, existing: Option<&ObjectMeta>, hash: &str) -> ObjectMeta {
     let target = &vsec.spec.target;
     let mut labels = target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());
     let mut annotations = target.annotations.clone();
-    annotations.insert(SOURCE_ANNOTATION.to_owned(), source_of(vsec));
-    annotations.insert(DATA_HASH_ANNOTATION.to_owned(), hash.to_owned());
+    match target.creation_policy {
+        CreationPolicy::Merge => {
+            annotations.insert(merged_by_key(vsec), vsec.name_any());
+            // Set when this writer creates the Secret, and kept while it is the creator
+            // (server-side apply would drop a field its manager stops sending).
+            let creator = existing
+                .is_none_or(|meta| annotation(meta, CREATED_BY_ANNOTATION) == Some(uid_of(vsec)));
+            if creator {
+                annotations.insert(CREATED_BY_ANNOTATION.to_owned(), uid_of(vsec).to_owned());
+            }
+        }
+        CreationPolicy::Owner | CreationPolicy::Orphan => {
+            annotations.insert(SOURCE_ANNOTATION.to_owned(), source_of(vsec));
+            annotations.insert(SOURCE_UID_ANNOTATION.to_owned(), uid_of(vsec).to_owned());
+        }
+    }
+    annotations.insert(hash_annotation(vsec), hash.to_owned());
     let owner_references = match target.creation_policy {
         CreationPolicy::Owner => vsec.controller_owner_ref(&()).map(|r| vec![r]),
         CreationPolicy::Merge | CreationPolicy::Orphan => None,
@@ -217,15 +398,17 @@ pub fn type_change(existing: Option<&Secret>, vsec: &VaultSecret) -> TypeChange 
 }
 
 /// The Secret to apply: this VaultSecret's keys and marks, nothing else (server-side
-/// apply leaves other managers' fields alone).
+/// apply leaves other managers' fields alone). `existing` is the Secret as read, `None`
+/// when it is to be created.
 pub fn desired_secret(
     vsec: &VaultSecret,
+    existing: Option<&ObjectMeta>,
     data: &BTreeMap<String, SecretBytes>,
     key: &DataHashKey,
 ) -> Secret {
     let hash = key.data_hash(data.iter().map(|(k, v)| (k.as_str(), v.expose())));
     Secret {
-        metadata: desired_metadata(vsec, &hash),
+        metadata: desired_metadata(vsec, existing, &hash),
         type_: match vsec.spec.target.creation_policy {
             // The type of a Secret merged into is its owner's business (and immutable):
             // set only when the spec names one, which `type_change` has checked agrees.
@@ -328,7 +511,7 @@ mod tests {
     #[test]
     fn desired_secret_carries_marks_owner_and_type() {
         let v = vsec(CreationPolicy::Owner);
-        let s = desired_secret(&v, &data("x"), &key());
+        let s = desired_secret(&v, None, &data("x"), &key());
         assert_eq!(s.labels()[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
         assert_eq!(s.labels()["team"], "a");
         assert_eq!(s.annotations()[SOURCE_ANNOTATION], "ns/app");
@@ -338,11 +521,11 @@ mod tests {
         );
         assert_eq!(s.owner_references()[0].uid, "uid-1");
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
-        let merged = desired_secret(&vsec(CreationPolicy::Merge), &data("x"), &key());
+        let merged = desired_secret(&vsec(CreationPolicy::Merge), None, &data("x"), &key());
         assert!(merged.owner_references().is_empty());
         assert_eq!(merged.type_, None);
         assert!(
-            desired_secret(&vsec(CreationPolicy::Orphan), &data("x"), &key())
+            desired_secret(&vsec(CreationPolicy::Orphan), None, &data("x"), &key())
                 .owner_references()
                 .is_empty()
         );
@@ -352,7 +535,7 @@ mod tests {
     fn state_tells_missing_data_drift_metadata_drift_and_in_sync() {
         let v = vsec(CreationPolicy::Owner);
         assert_eq!(secret_state(None, &v, &key()), SecretState::Missing);
-        let written = desired_secret(&v, &data("x"), &key());
+        let written = desired_secret(&v, None, &data("x"), &key());
         assert_eq!(
             secret_state(Some(&written), &v, &key()),
             SecretState::InSync
@@ -379,20 +562,32 @@ mod tests {
     fn an_old_plain_hash_that_matches_is_in_sync_and_only_the_mark_is_stale() {
         use crate::controller::data_hash::legacy_data_hash;
         let v = vsec(CreationPolicy::Owner);
-        let mut old = desired_secret(&v, &data("x"), &key());
+        let mut old = desired_secret(&v, None, &data("x"), &key());
         old.metadata.annotations.as_mut().unwrap().insert(
             DATA_HASH_ANNOTATION.into(),
             legacy_data_hash([("password", b"x".as_slice())]),
         );
         assert_eq!(
             secret_state(Some(&old), &v, &key()),
-            SecretState::LegacyHash
+            SecretState::LegacyMarks
         );
         // Rewritten, it is in sync under the key.
-        let rewritten = desired_secret(&v, &existing_managed_data(&old, &v), &key());
+        let rewritten = desired_secret(&v, None, &existing_managed_data(&old, &v), &key());
         assert_eq!(
             secret_state(Some(&rewritten), &v, &key()),
             SecretState::InSync
+        );
+        // Written before the uid mark existed: only the marks are stale.
+        let mut no_uid = rewritten.clone();
+        no_uid
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(SOURCE_UID_ANNOTATION);
+        assert_eq!(
+            secret_state(Some(&no_uid), &v, &key()),
+            SecretState::LegacyMarks
         );
         // A label gone as well: repaired as metadata drift (which rewrites the mark too).
         let mut relabeled = old.clone();
@@ -436,7 +631,7 @@ mod tests {
         });
         let mut both = data("x");
         both.insert("current".into(), SecretBytes::new(b"y".to_vec()));
-        let secret = desired_secret(&v, &both, &key());
+        let secret = desired_secret(&v, None, &both, &key());
         let synced: BTreeMap<String, String> = [
             ("password".to_owned(), pinned.to_owned()),
             ("current".to_owned(), "f".repeat(32)),
@@ -461,7 +656,7 @@ mod tests {
             CreationPolicy::Orphan,
         ] {
             let v = vsec(policy);
-            let mut s = desired_secret(&v, &data("x"), &key());
+            let mut s = desired_secret(&v, None, &data("x"), &key());
             s.data
                 .as_mut()
                 .unwrap()
@@ -480,15 +675,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn foreign_secrets_are_refused_unless_merging() {
-        let v = vsec(CreationPolicy::Owner);
-        let ours = desired_secret(&v, &data("x"), &key()).metadata;
-        assert!(ensure_not_foreign(Some(&ours), &v).is_ok());
-        let plain = ObjectMeta {
+    fn annotated(pairs: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
             name: Some("app".into()),
+            namespace: Some("ns".into()),
+            annotations: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn foreign_secrets_are_refused_and_adoption_is_by_uid() {
+        let v = vsec(CreationPolicy::Owner);
+        let ours = desired_secret(&v, None, &data("x"), &key()).metadata;
+        assert!(ensure_not_foreign(Some(&ours), &v).is_ok());
+        assert!(ensure_not_foreign(None, &v).is_ok());
+        let plain = annotated(&[]);
         let err = ensure_not_foreign(Some(&plain), &v).unwrap_err();
         assert!(err.contains("not created by this VaultSecret"), "{err}");
         let mut other_owner = ours.clone();
@@ -499,12 +706,135 @@ mod tests {
                 .unwrap_err()
                 .contains("controlled by VaultSecret 'other'")
         );
-        assert!(ensure_not_foreign(Some(&plain), &vsec(CreationPolicy::Merge)).is_ok());
         assert!(ensure_not_foreign(Some(&plain), &vsec(CreationPolicy::Orphan)).is_err());
-        // Written earlier under Orphan (source annotation, no owner): adopted.
-        let orphaned = desired_secret(&vsec(CreationPolicy::Orphan), &data("x"), &key()).metadata;
+        // Written earlier under Orphan, ownerReference gone: adopted by its uid mark...
+        let orphaned =
+            desired_secret(&vsec(CreationPolicy::Orphan), None, &data("x"), &key()).metadata;
         assert!(ensure_not_foreign(Some(&orphaned), &v).is_ok());
-        assert!(ensure_not_foreign(None, &v).is_ok());
+        // ...but not by a VaultSecret re-created with the same name (a new uid), although
+        // the name annotation matches.
+        let mut successor = vsec(CreationPolicy::Owner);
+        successor.metadata.uid = Some("uid-2".into());
+        let err = ensure_not_foreign(Some(&orphaned), &successor).unwrap_err();
+        assert!(err.contains("not created by this VaultSecret"), "{err}");
+        // The name annotation alone adopts nothing.
+        let named = annotated(&[(SOURCE_ANNOTATION, "ns/app")]);
+        assert!(ensure_not_foreign(Some(&named), &v).is_err());
+    }
+
+    #[test]
+    fn merge_writes_only_where_let_in_and_owner_never_takes_a_merge_target() {
+        let merge = vsec(CreationPolicy::Merge);
+        let plain = annotated(&[]);
+        let err = ensure_not_foreign(Some(&plain), &merge).unwrap_err();
+        assert!(err.contains(MERGE_FROM_ANNOTATION), "{err}");
+        assert!(
+            ensure_not_foreign(
+                Some(&annotated(&[(MERGE_FROM_ANNOTATION, "other, app")])),
+                &merge
+            )
+            .is_ok()
+        );
+        assert!(
+            ensure_not_foreign(
+                Some(&annotated(&[(MERGE_FROM_ANNOTATION, "application")])),
+                &merge
+            )
+            .is_err()
+        );
+        // The Secret it created itself, and only that writer (by uid).
+        let created = desired_secret(&merge, None, &data("x"), &key()).metadata;
+        assert_eq!(
+            created.annotations.as_ref().unwrap()[CREATED_BY_ANNOTATION],
+            "uid-1"
+        );
+        assert!(ensure_not_foreign(Some(&created), &merge).is_ok());
+        let mut successor = vsec(CreationPolicy::Merge);
+        successor.metadata.uid = Some("uid-2".into());
+        assert!(ensure_not_foreign(Some(&created), &successor).is_err());
+        // Switched to Owner or Orphan: a Merge target gets no ownerReference, not even
+        // from the writer that created it.
+        for policy in [CreationPolicy::Owner, CreationPolicy::Orphan] {
+            let err = ensure_not_foreign(Some(&created), &vsec(policy)).unwrap_err();
+            assert!(err.contains("shared"), "{err}");
+            let err = ensure_not_foreign(
+                Some(&annotated(&[(MERGE_FROM_ANNOTATION, "app")])),
+                &vsec(policy),
+            )
+            .unwrap_err();
+            assert!(err.contains("shared"), "{err}");
+        }
+        // A later writer keeps the creator's mark as it is, and writes its own.
+        let mut second = vsec(CreationPolicy::Merge);
+        second.metadata.name = Some("second".into());
+        second.metadata.uid = Some("uid-3".into());
+        let written = desired_secret(&second, Some(&created), &data("y"), &key()).metadata;
+        let annotations = written.annotations.unwrap();
+        assert!(!annotations.contains_key(CREATED_BY_ANNOTATION));
+        assert_eq!(annotations["vaultsync.io/merged-by.uid-3"], "second");
+        assert!(annotations.contains_key("vaultsync.io/data-hash.uid-3"));
+        assert!(!annotations.contains_key(DATA_HASH_ANNOTATION));
+        assert!(!annotations.contains_key(SOURCE_ANNOTATION));
+    }
+
+    #[test]
+    fn the_secret_watch_maps_a_secret_to_every_writer() {
+        let meta = annotated(&[
+            (SOURCE_ANNOTATION, "ns/owner"),
+            ("vaultsync.io/merged-by.uid-1", "one"),
+            ("vaultsync.io/merged-by.uid-2", "two"),
+            (MERGE_FROM_ANNOTATION, "two, three"),
+        ]);
+        assert_eq!(writers_of(&meta), ["one", "owner", "three", "two"]);
+        // A source in another namespace names nothing here.
+        let elsewhere = annotated(&[(SOURCE_ANNOTATION, "other/owner")]);
+        assert!(writers_of(&elsewhere).is_empty());
+    }
+
+    #[test]
+    fn merge_writers_have_marks_of_their_own_and_see_no_drift_in_each_others_writes() {
+        let one = vsec(CreationPolicy::Merge);
+        let mut two = vsec(CreationPolicy::Merge);
+        two.metadata.name = Some("two".into());
+        two.metadata.uid = Some("uid-2".into());
+        two.spec.data[0].key = "user".into();
+        let mut secret = desired_secret(&one, None, &data("x"), &key());
+        let twos = desired_secret(
+            &two,
+            Some(&secret.metadata),
+            &[("user".to_owned(), SecretBytes::new(b"u".to_vec()))].into(),
+            &key(),
+        );
+        // What the API server holds after both applies: both keys, both sets of marks.
+        secret.data.as_mut().unwrap().extend(twos.data.unwrap());
+        secret
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .extend(twos.metadata.annotations.unwrap());
+        assert_eq!(
+            secret_state(Some(&secret), &one, &key()),
+            SecretState::InSync
+        );
+        assert_eq!(
+            secret_state(Some(&secret), &two, &key()),
+            SecretState::InSync
+        );
+        // An edit of one writer's key is that writer's drift only.
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("user".into(), ByteString(b"edited".to_vec()));
+        assert_eq!(
+            secret_state(Some(&secret), &one, &key()),
+            SecretState::InSync
+        );
+        assert_eq!(
+            secret_state(Some(&secret), &two, &key()),
+            SecretState::DataDrifted
+        );
     }
 
     #[test]
