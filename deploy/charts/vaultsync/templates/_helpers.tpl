@@ -38,7 +38,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["vaultsecrets/finalizers"]
   verbs: ["update"]
 # get: ownership guard and drift check; list/watch: metadata of managed Secrets;
-# create/patch: server-side apply; delete: the old Secret after a target rename.
+# create: a Secret that does not exist yet; patch: server-side apply; delete: the old
+# Secret after a target rename or a type change.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
