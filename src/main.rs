@@ -116,6 +116,16 @@ struct RunArgs {
     health_addr: SocketAddr,
     #[arg(long, env = "VAULTSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Seconds a watch may keep failing (no event, errors at least once a minute) before
+    /// /livez fails; default 300: several of the watchers' 30 s backoff cycles, so an API
+    /// server restart or upgrade does not restart the operator, while a watch that stays
+    /// broken (lost permissions, a wedged connection) restarts it within minutes.
+    #[arg(
+        long,
+        env = "VAULTSYNC_WATCH_FAILURE_THRESHOLD_SECONDS",
+        default_value_t = 300
+    )]
+    watch_failure_threshold_seconds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -201,10 +211,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(client.clone()),
         metrics.service_account_token_requests.clone(),
     )?;
+    let watch_health = Arc::new(telemetry::WatchHealth::new(Duration::from_secs(
+        args.watch_failure_threshold_seconds,
+    )));
     let health = tokio::spawn(telemetry::serve_health(
         args.health_addr,
         metrics.clone(),
         readiness.clone(),
+        watch_health.clone(),
     ));
     let config = ControllerConfig {
         namespaces: args.namespaces,
@@ -244,7 +258,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        result = controller::run(client, Arc::new(source), metrics, readiness, config, hash_key) => {
+        result = controller::run(client, Arc::new(source), metrics, readiness, watch_health, config, hash_key) => {
             // The controller ends on SIGTERM/SIGINT: hand leadership over at once.
             if let Some(elector) = &elector {
                 elector.release().await;

@@ -75,12 +75,8 @@ async fn wait_access_granted(api: &Api<VaultSecret>, name: &str) -> VaultSecret 
 }
 
 async fn reason_message(api: &Api<VaultSecret>, name: &str, reason: &str) -> String {
-    wait_reason(api, name, reason)
-        .await
-        .ready_condition()
-        .unwrap()
-        .message
-        .clone()
+    let vsec = wait_reason(api, name, reason).await;
+    outcome(&vsec).unwrap().message.clone()
 }
 
 /// No JWT (three base64url parts, the first a JSON header) in `text`.

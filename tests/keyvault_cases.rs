@@ -143,9 +143,8 @@ fn entry(key: &str, remote: serde_json::Value) -> serde_json::Value {
 }
 
 async fn message_of(c: &Case, name: &str, reason: &str) -> String {
-    wait_reason(&c.vsecs, name, reason)
-        .await
-        .ready_condition()
+    let vsec = wait_reason(&c.vsecs, name, reason).await;
+    outcome(&vsec)
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }

@@ -11,6 +11,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
+use std::time::Duration;
 use vaultsync::api::VaultSecret;
 
 /// The object of `kind` in deploy/rbac.yaml.
@@ -257,4 +258,107 @@ async fn the_shipped_manifests_are_accepted_by_the_api_server() {
         }
     }
     assert_eq!(checked, 6);
+}
+
+/// A watch that stays broken fails `/livez`: the operator may list VaultSecrets but not
+/// watch them (a permission removed for real on the API server), so its VaultSecret watch
+/// fails again and again; past the threshold (2 s here, `--watch-failure-threshold-seconds`)
+/// `/livez` answers 503 naming the watch. With the permission back, the watch works
+/// again and `/livez` answers 200.
+#[tokio::test]
+async fn a_watch_that_stays_broken_fails_livez_until_it_works_again() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let ns = TempNamespace::create(&client).await;
+    let role = unique("vaultsync-nowatch");
+    let _role = ClusterWide(role.clone());
+    apply_cluster_role(&client, &role).await;
+    // The shipped rules, without `watch` on VaultSecrets.
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let mut crippled = roles.get(&role).await.unwrap();
+    let shipped_rules = crippled.rules.clone().unwrap_or_default();
+    for rule in crippled.rules.iter_mut().flatten() {
+        if rule.resources.iter().flatten().any(|r| r == "vaultsecrets") {
+            rule.verbs.retain(|v| v != "watch");
+        }
+    }
+    roles
+        .replace(&role, &PostParams::default(), &crippled)
+        .await
+        .unwrap();
+    create_service_account(&client, &ns.name, "operator").await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "vaultsync"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns.name}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let _namespaces =
+        bind_namespace_rules(&client, &unique("vaultsync-nowatch-ns"), &ns.name).await;
+    let token = service_account_token(
+        &client,
+        &ns.name,
+        "operator",
+        &env("VAULTSYNC_TEST_SA_ISSUER"),
+    )
+    .await;
+    let kubeconfig = kubeconfig_for_token(&token);
+    let doubles = Doubles::new();
+    let client_id = operator_identity(&doubles, &["nothing"]).await;
+    let flags = [
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--leader-election-namespace",
+        &ns.name,
+        "--watch-failure-threshold-seconds",
+        "2",
+    ];
+    let operator = Operator::start(&ns.name, &client_id, &flags);
+    let mut livez = (0, String::new());
+    for _ in 0..480 {
+        livez = operator.livez().await;
+        if livez.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(livez.0, 503, "{livez:?}");
+    assert!(livez.1.contains("VaultSecrets"), "{livez:?}");
+    assert!(
+        operator.logs().contains("watch failed"),
+        "watch errors are logged as warnings"
+    );
+
+    // The permission back: the next watch works, and its first event shows it.
+    crippled.rules = Some(shipped_rules);
+    crippled.metadata.resource_version = None;
+    roles
+        .replace(&role, &PostParams::default(), &crippled)
+        .await
+        .unwrap();
+    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
+    let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"), "data": [{"key": "k", "remoteRef": {"name": "anything"}}]});
+    vsecs
+        .create(&PostParams::default(), &vault_secret("touched", spec))
+        .await
+        .unwrap();
+    for i in 0..480 {
+        livez = operator.livez().await;
+        if livez.0 == 200 {
+            break;
+        }
+        // Events for the watch to deliver once it runs again.
+        let patch = json!({"metadata": {"labels": {"touch": i.to_string()}}});
+        vsecs
+            .patch("touched", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(livez.0, 200, "{livez:?}");
+    let _ = std::fs::remove_file(kubeconfig);
 }

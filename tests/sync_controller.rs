@@ -147,53 +147,95 @@ async fn throttling_is_reported_with_retry_after_and_retried() {
     assert!(s.doubles.vault_requests("GET", &kv_name).await > throttled_reads);
 }
 
-/// Polls until the gateway has seen `at_least` requests for `kv_name`.
-async fn wait_requests(doubles: &Doubles, kv_name: &str, at_least: u64) {
+/// A grant change of the test's Namespace (a fresh client id in its managed-identities
+/// annotation, which the VaultSecrets do not use) reconciles its VaultSecrets at once:
+/// one more attempt of a failing sync, without waiting for its backoff.
+async fn one_more_attempt(s: &Setup) {
+    let patch = json!({"metadata": {"annotations": {MANAGED_IDENTITIES_GRANT: uuid::Uuid::new_v4().to_string()}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(s.client.clone())
+        .patch(&s.ns.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate the test namespace");
+}
+
+/// Polls the operator's metrics until `line_start`'s counter reaches `at_least`.
+async fn wait_metric(operator: &Operator, line_start: &str, at_least: u64) {
     for _ in 0..480 {
-        if doubles.vault_requests("GET", kv_name).await >= at_least {
+        if metric(&operator.metrics().await, line_start) >= at_least {
             return;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("fewer than {at_least} Key Vault requests for {kv_name}");
+    panic!("{line_start} never reached {at_least}");
+}
+
+/// VaultSecret `app` fails with `reason` again and again (four attempts, each reported
+/// in full by the time the failure counter shows it): one Warning Event of that reason,
+/// and the status written once (its resourceVersion stays; one status write in all).
+async fn fails_repeatedly_but_reports_once(s: &Setup, operator: &Operator, reason: &str) {
+    let first = wait_reason(&s.vsecs, "app", reason).await;
+    let failures = format!("vaultsync_failures_total{{reason=\"{reason}\"}}");
+    wait_metric(operator, &failures, 1).await;
+    for attempt in 2..=4 {
+        one_more_attempt(s).await;
+        wait_metric(operator, &failures, attempt).await;
+    }
+    let now = s.vsecs.get("app").await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, first.metadata.resource_version,
+        "the status of a repeated {reason} is written once: {:?}",
+        now.status
+    );
+    let metrics = operator.metrics().await;
+    assert_eq!(metric(&metrics, "vaultsync_status_writes_total"), 1);
+    assert_eq!(
+        warnings(&s.client, &s.ns.name, "app", reason).await,
+        1,
+        "one Warning for one failure: {:?}",
+        events_of(&s.client, &s.ns.name, "app").await
+    );
 }
 
 #[tokio::test]
-async fn a_repeated_failure_warns_once_and_writes_status_once() {
+async fn a_repeated_access_denied_warns_once_and_writes_status_once() {
     let s = setup().await;
-    let kv_name = unique("repeated");
-    let (_, operator) = sync_one(
+    let kv_name = unique("denied-again");
+    let (_, operator) = sync_one(&s, &kv_name, &["nothing"], None, &[]).await;
+    fails_repeatedly_but_reports_once(&s, &operator, "AccessDenied").await;
+}
+
+#[tokio::test]
+async fn a_repeated_throttling_warns_once_and_writes_status_once() {
+    let s = setup().await;
+    let kv_name = unique("throttled-again");
+    let fault = json!({"secret": kv_name, "kind": "throttle", "retryAfterSeconds": 1});
+    let (_, operator) = sync_one(&s, &kv_name, &[&kv_name], Some(fault), &[]).await;
+    fails_repeatedly_but_reports_once(&s, &operator, "Throttled").await;
+}
+
+#[tokio::test]
+async fn a_repeated_identity_error_warns_once_and_writes_status_once() {
+    let s = setup().await;
+    // Not federated: Entra answers AADSTS700016 with a new trace id and time every time.
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(
         &s,
-        &kv_name,
-        &[&kv_name],
-        Some(json!({"secret": kv_name, "kind": "error", "status": 503})),
-        &[],
+        "app",
+        spec_for(&[("password", &unique("identity-again"))]),
     )
     .await;
-    wait_reason(&s.vsecs, "app", "VaultUnreachable").await;
-    // The challenge and three attempts: the failure was seen at least three times.
-    wait_requests(&s.doubles, &kv_name, 4).await;
-    let warnings: Vec<_> = events_of(&s.client, &s.ns.name, "app")
-        .await
-        .into_iter()
-        .filter(|(t, _, _)| t == "Warning")
-        .collect();
-    assert_eq!(
-        warnings.len(),
-        1,
-        "one Warning Event for one failure: {warnings:?}"
-    );
-    let metrics = operator.metrics().await;
-    let status_writes = metrics
-        .lines()
-        .find(|l| l.starts_with("vaultsync_status_writes_total"))
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(
-        status_writes.split_whitespace().last(),
-        Some("1"),
-        "the same status is not written again: {status_writes}"
-    );
+    fails_repeatedly_but_reports_once(&s, &operator, "IdentityError").await;
+    assert!(s.doubles.token_requests(&client_id).await >= 4);
+}
+
+#[tokio::test]
+async fn a_repeated_unreachable_vault_warns_once_and_writes_status_once() {
+    let s = setup().await;
+    let kv_name = unique("unreachable-again");
+    let fault = json!({"secret": kv_name, "kind": "error", "status": 503});
+    let (_, operator) = sync_one(&s, &kv_name, &[&kv_name], Some(fault), &[]).await;
+    fails_repeatedly_but_reports_once(&s, &operator, "VaultUnreachable").await;
 }
 
 #[tokio::test]
@@ -563,37 +605,308 @@ async fn a_pinned_version_is_not_read_again_once_synced() {
     );
 }
 
+/// Requests a refresh now through the `vaultsync.io/refresh` annotation.
+async fn request_refresh(s: &Setup, name: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {"vaultsync.io/refresh": value}}});
+    s.vsecs
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate the VaultSecret");
+}
+
+/// Key Vault reads of `kv_name` as the service counts them (requests with a token).
+async fn reads(s: &Setup, kv_name: &str) -> u64 {
+    s.doubles.stats().await["vaultAuthorized"]["GET"][kv_name]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 #[tokio::test]
-async fn throttling_after_a_sync_keeps_the_last_good_data() {
+async fn a_failed_refresh_keeps_ready_and_reports_refreshed_false_then_true() {
     let s = setup().await;
     let kv_name = unique("keep");
     seed(&kv_name, "good-value").await;
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
-    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    let mut spec = spec_for(&[("password", &kv_name)]);
-    spec["refreshInterval"] = json!("10s");
-    create(&s, "app", spec).await;
-    wait_reason(&s.vsecs, "app", "Synced").await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let synced = wait_reason(&s.vsecs, "app", "Synced").await;
+    let ready = condition_of(&synced, "Ready").unwrap();
+    assert_eq!(
+        condition_of(&synced, "Refreshed").map(|c| c.0).as_deref(),
+        Some("True")
+    );
     s.doubles
         .put(
             "/faults",
             json!({"secret": kv_name, "kind": "throttle", "retryAfterSeconds": 1}),
         )
         .await;
-    wait_reason(&s.vsecs, "app", "Throttled").await;
+    request_refresh(&s, "app", "now").await;
+    let failed = wait_for(&s.vsecs, "app", "Refreshed False", |v| {
+        condition_of(v, "Refreshed").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    let refreshed = condition_of(&failed, "Refreshed").unwrap();
+    assert_eq!(refreshed.1, "Throttled");
+    assert!(refreshed.2.contains(&kv_name), "{refreshed:?}");
+    // Retried (with backoff) and failing again: Ready stays as it was, one Warning.
+    wait_metric(
+        &operator,
+        "vaultsync_failures_total{reason=\"Throttled\"}",
+        3,
+    )
+    .await;
+    let failing = s.vsecs.get("app").await.unwrap();
+    assert_eq!(condition_of(&failing, "Ready"), Some(ready.clone()));
     assert_eq!(
         secret_value(&s.secrets, "app", "password").await.as_deref(),
         Some(b"good-value".as_slice())
     );
+    let status = failing.status.clone().unwrap();
+    assert!(status.synced_versions.contains_key("password"));
+    assert_eq!(status.observed_generation, failing.metadata.generation);
+    assert_eq!(warnings(&s.client, &s.ns.name, "app", "Throttled").await, 1);
+
+    reqwest::Client::new()
+        .delete(format!(
+            "{}/faults?secret={kv_name}",
+            env("VAULTSYNC_TEST_AZURE_ADMIN_URL")
+        ))
+        .send()
+        .await
+        .unwrap();
+    let recovered = wait_for(&s.vsecs, "app", "Refreshed True", |v| {
+        condition_of(v, "Refreshed").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(condition_of(&recovered, "Refreshed").unwrap().1, "Synced");
+    assert_eq!(condition_of(&recovered, "Ready").unwrap().0, "True");
+}
+
+#[tokio::test]
+async fn the_refresh_annotation_reads_key_vault_once_per_new_value() {
+    let s = setup().await;
+    let kv_name = unique("refresh");
+    seed(&kv_name, "value").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let mut operator = Operator::start(&s.ns.name, &client_id, &[]);
+    // refreshInterval 1h (the default): no refresh is due during the test.
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    wait_reason(&s.vsecs, "app", "Synced").await;
+    let before = reads(&s, &kv_name).await;
+    let handled = |value: &'static str| {
+        move |v: &vaultsync::api::VaultSecret| {
+            v.status
+                .as_ref()
+                .and_then(|s| s.last_refresh_request.as_deref())
+                == Some(value)
+        }
+    };
+
+    request_refresh(&s, "app", "1").await;
+    wait_for(&s.vsecs, "app", "refresh 1 handled", handled("1")).await;
+    assert_eq!(
+        reads(&s, &kv_name).await,
+        before + 1,
+        "one read for value 1"
+    );
+
+    // A restarted operator remembers the value it handled.
+    operator.terminate();
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    wait_metric(
+        &operator,
+        "vaultsync_reconciliations_total{result=\"waiting\"}",
+        1,
+    )
+    .await;
+    assert_eq!(
+        reads(&s, &kv_name).await,
+        before + 1,
+        "no read after a restart"
+    );
+
+    request_refresh(&s, "app", "2").await;
+    wait_for(&s.vsecs, "app", "refresh 2 handled", handled("2")).await;
+    assert_eq!(
+        reads(&s, &kv_name).await,
+        before + 2,
+        "one read for value 2"
+    );
+    let events = events_of(&s.client, &s.ns.name, "app").await;
+    assert!(!events.iter().any(|(t, _, _)| t == "Warning"), "{events:?}");
+}
+
+/// A ResourceQuota allowing no Secrets: the API server refuses the Secret (403), which
+/// is `KubernetesApiError` in status, retried with backoff; without the quota, the
+/// VaultSecret syncs by itself.
+#[tokio::test]
+async fn a_kubernetes_api_refusal_is_reported_and_retried_until_it_passes() {
+    let s = setup().await;
+    let kv_name = unique("quota");
+    seed(&kv_name, "value").await;
+    let quotas =
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(s.client.clone(), &s.ns.name);
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "no-secrets"}, "spec": {"hard": {"count/secrets": "0"}}}),
+    )
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let failed = wait_reason(&s.vsecs, "app", "KubernetesApiError").await;
+    let ready = condition_of(&failed, "Ready").unwrap();
+    assert_eq!(ready.0, "False");
+    assert!(ready.2.contains("quota"), "{ready:?}");
+    assert!(ready.2.contains("403"), "{ready:?}");
+    wait_metric(
+        &operator,
+        "vaultsync_failures_total{reason=\"KubernetesApiError\"}",
+        2,
+    )
+    .await;
+    assert_eq!(
+        warnings(&s.client, &s.ns.name, "app", "KubernetesApiError").await,
+        1
+    );
+
+    quotas
+        .delete("no-secrets", &DeleteParams::default())
+        .await
+        .unwrap();
+    let synced = wait_reason(&s.vsecs, "app", "Synced").await;
+    assert_eq!(condition_of(&synced, "Ready").unwrap().0, "True");
+    assert_eq!(synced.metadata.generation, Some(1), "no spec change needed");
+}
+
+/// Deletes a cluster-scoped object of `kind` when dropped.
+struct ClusterScoped(&'static str, String);
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .args(["delete", self.0, &self.1, "--ignore-not-found"])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Whether the API server refuses Secret `name` in `namespace` now (a dry-run create).
+async fn secret_refused(secrets: &Api<Secret>, name: &str) -> bool {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    secrets
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+        .is_err()
+}
+
+/// A ValidatingAdmissionPolicy refusing the Secret (422): `InvalidSpec` quoting the
+/// policy, retried with backoff although the spec does not change; once the policy is
+/// removed, the VaultSecret syncs by itself.
+#[tokio::test]
+async fn an_admission_policy_refusal_is_retried_until_the_policy_goes() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let s = setup().await;
+    let kv_name = unique("admission");
+    seed(&kv_name, "value").await;
+    let name = unique("vaultsync-refuse");
+    let policy_kind = |kind: &str| {
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            kind,
+        ))
+    };
+    let policies: Api<DynamicObject> =
+        Api::all_with(s.client.clone(), &policy_kind("ValidatingAdmissionPolicy"));
+    let bindings: Api<DynamicObject> = Api::all_with(
+        s.client.clone(),
+        &policy_kind("ValidatingAdmissionPolicyBinding"),
+    );
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]}]},
+            "validations": [{"expression": "object.metadata.name != 'app'",
+                "message": "Secrets named app are refused by policy"}],
+        },
+    }))
+    .unwrap();
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.ns.name}}},
+        },
+    }))
+    .unwrap();
+    let _policy = ClusterScoped("validatingadmissionpolicy", name.clone());
+    let _binding = ClusterScoped("validatingadmissionpolicybinding", name.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The API server loads policies asynchronously: wait until it enforces this one.
+    for _ in 0..240 {
+        if secret_refused(&s.secrets, "app").await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert!(
-        s.vsecs
-            .get("app")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .synced_versions
-            .contains_key("password")
+        secret_refused(&s.secrets, "app").await,
+        "the policy is enforced"
+    );
+
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    create(&s, "app", spec_for(&[("password", &kv_name)])).await;
+    let refused = wait_reason(&s.vsecs, "app", "InvalidSpec").await;
+    let message = outcome(&refused).unwrap().message.clone();
+    assert!(message.contains("refused by policy"), "{message}");
+    // Retried without any change of the spec.
+    wait_metric(
+        &operator,
+        "vaultsync_failures_total{reason=\"InvalidSpec\"}",
+        2,
+    )
+    .await;
+
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let synced = wait_reason(&s.vsecs, "app", "Synced").await;
+    assert_eq!(synced.metadata.generation, Some(1), "no spec change needed");
+    assert_eq!(
+        secret_value(&s.secrets, "app", "password").await.as_deref(),
+        Some(b"value".as_slice())
     );
 }
 

@@ -47,6 +47,14 @@ pub const REFUSED_SECRET_TYPES: [&str; 2] = [
 ];
 /// The condition type that says whether the Secret holds every key of this generation.
 pub const READY: &str = "Ready";
+/// The condition type that says whether the last read of Key Vault (and write of the
+/// Secret) succeeded: False with the failure's reason while refreshes fail, even though
+/// `Ready` stays True as long as the Secret holds this generation's keys.
+pub const REFRESHED: &str = "Refreshed";
+/// Annotation on a VaultSecret: any new value forces one Key Vault read now, whether or
+/// not a refresh is due (`kubectl annotate vsec app vaultsync.io/refresh=$(date +%s) --overwrite`).
+/// The value handled last is kept in `status.lastRefreshRequest`.
+pub const REFRESH_ANNOTATION: &str = "vaultsync.io/refresh";
 
 /// Syncs secrets from Azure Key Vault into a Kubernetes Secret of the same namespace,
 /// keeps it current when Key Vault rotates them, and repairs it when it is edited.
@@ -71,6 +79,11 @@ pub const READY: &str = "Ready";
         name = "Reason",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
+    printcolumn(
+        name = "Refreshed",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Refreshed")].status"#
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
@@ -254,7 +267,9 @@ pub struct VaultSecretStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: True only when the Secret holds every key, as of `observedGeneration`.
+    /// `Ready`: True only when the Secret holds every key, as of `observedGeneration`
+    /// (it stays True when a later refresh fails). `Refreshed`: whether the last read of
+    /// Key Vault and write of the Secret succeeded; False with the failure's reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The Secret written.
@@ -266,6 +281,10 @@ pub struct VaultSecretStatus {
     /// Key Vault version id per Secret key (never values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub synced_versions: BTreeMap<String, String>,
+    /// The last value of the `vaultsync.io/refresh` annotation acted on (one Key Vault
+    /// read per new value, remembered across operator restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_request: Option<String>,
 }
 
 impl VaultSecret {
@@ -286,6 +305,16 @@ impl VaultSecret {
 impl VaultSecretStatus {
     /// The `Ready` condition, if this status has one.
     pub fn ready_condition(&self) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == READY)
+        self.condition(READY)
+    }
+
+    /// The `Refreshed` condition, if this status has one.
+    pub fn refreshed_condition(&self) -> Option<&Condition> {
+        self.condition(REFRESHED)
+    }
+
+    /// The condition of type `type_`, if this status has one.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
     }
 }

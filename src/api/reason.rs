@@ -37,11 +37,15 @@ pub enum Reason {
     /// The Key Vault secret version's `nbf` (not before) is still in the future; synced
     /// once that time comes.
     SecretNotYetValid,
+    /// The Kubernetes API server failed or refused a request other than the Secret's
+    /// admission (quota, a webhook's or policy's denial other than 400/422, RBAC, 5xx,
+    /// timeouts); retried with backoff.
+    KubernetesApiError,
 }
 
 impl Reason {
     /// Every reason, in the order they were added.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Synced,
         Reason::Suspended,
         Reason::InvalidSpec,
@@ -57,6 +61,7 @@ impl Reason {
         Reason::OwnershipConflict,
         Reason::SecretTooLarge,
         Reason::SecretNotYetValid,
+        Reason::KubernetesApiError,
     ];
 
     /// The condition reason, Event reason and metric label; never changes once released.
@@ -77,6 +82,7 @@ impl Reason {
             Reason::OwnershipConflict => "OwnershipConflict",
             Reason::SecretTooLarge => "SecretTooLarge",
             Reason::SecretNotYetValid => "SecretNotYetValid",
+            Reason::KubernetesApiError => "KubernetesApiError",
         }
     }
 
@@ -85,7 +91,10 @@ impl Reason {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Reason::Throttled | Reason::VaultUnreachable | Reason::IdentityError
+            Reason::Throttled
+                | Reason::VaultUnreachable
+                | Reason::IdentityError
+                | Reason::KubernetesApiError
         )
     }
 }
@@ -127,7 +136,8 @@ mod tests {
                 | Reason::VaultUnreachable
                 | Reason::OwnershipConflict
                 | Reason::SecretTooLarge
-                | Reason::SecretNotYetValid => {
+                | Reason::SecretNotYetValid
+                | Reason::KubernetesApiError => {
                     Reason::ALL.iter().filter(|r| **r == reason).count() == 1
                 }
             }
@@ -136,5 +146,7 @@ mod tests {
         assert!(listed(Reason::SecretNotYetValid));
         assert_eq!(Reason::SecretNotYetValid.as_str(), "SecretNotYetValid");
         assert!(!Reason::SecretNotYetValid.is_transient());
+        assert_eq!(Reason::KubernetesApiError.as_str(), "KubernetesApiError");
+        assert!(Reason::KubernetesApiError.is_transient());
     }
 }

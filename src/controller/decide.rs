@@ -1,7 +1,7 @@
 //! Pure decisions of a reconcile, with no I/O: when to read Key Vault, what the Secret
 //! should hold, and what the status should say.
 
-use crate::api::{Decoding, READY, Reason};
+use crate::api::{Decoding, READY, REFRESHED, Reason, VaultSecretStatus};
 use crate::source::{FetchedSecret, SecretBytes};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{DecodeError, Engine as _, alphabet};
@@ -75,6 +75,8 @@ pub enum ReadCause {
     /// The Secret's data no longer matches what was written.
     Drift,
     RefreshDue,
+    /// A new value of the `vaultsync.io/refresh` annotation.
+    Requested,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +90,10 @@ pub enum ReadPlan {
 pub struct PlanInput<'a> {
     pub synced_this_generation: bool,
     pub drift: bool,
+    /// The last read or write failed (`Refreshed` False): it is retried.
+    pub refresh_failed: bool,
+    /// The `vaultsync.io/refresh` annotation has a value not handled yet.
+    pub refresh_requested: bool,
     pub last_sync: Option<Timestamp>,
     pub interval: Duration,
     pub uid: &'a str,
@@ -102,6 +108,12 @@ pub fn plan_read(input: &PlanInput<'_>) -> ReadPlan {
     }
     if input.drift {
         return ReadPlan::Read(ReadCause::Drift);
+    }
+    if input.refresh_requested {
+        return ReadPlan::Read(ReadCause::Requested);
+    }
+    if input.refresh_failed {
+        return ReadPlan::Read(ReadCause::RefreshDue);
     }
     if input.interval.is_zero() || input.all_pinned_and_synced {
         return ReadPlan::Wait(None);
@@ -487,10 +499,24 @@ pub fn ready_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    let status = if ready { "True" } else { "False" }.to_owned();
+    condition(READY, previous, ready, reason, message, generation, now)
+}
+
+/// A condition of type `type_`, keeping `lastTransitionTime` when neither the status nor
+/// the reason changed.
+pub fn condition(
+    type_: &str,
+    previous: Option<&Condition>,
+    ok: bool,
+    reason: Reason,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_owned();
     let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason.as_str());
     Condition {
-        type_: READY.to_owned(),
+        type_: type_.to_owned(),
         status,
         reason: reason.as_str().to_owned(),
         message,
@@ -500,6 +526,231 @@ pub fn ready_condition(
             _ => Time(now),
         },
     }
+}
+
+/// The value of the `vaultsync.io/refresh` annotation when it asks for a refresh not
+/// handled yet (it differs from `status.lastRefreshRequest`).
+pub fn unhandled_refresh<'a>(
+    annotations: &'a BTreeMap<String, String>,
+    status: &VaultSecretStatus,
+) -> Option<&'a str> {
+    annotations
+        .get(crate::api::REFRESH_ANNOTATION)
+        .map(String::as_str)
+        .filter(|value| status.last_refresh_request.as_deref() != Some(*value))
+}
+
+/// What of a VaultSecret triggers a reconcile when it changes: its generation (the spec)
+/// and its `vaultsync.io/refresh` annotation; not its status, which the operator writes
+/// itself, nor other metadata. For the watch's `predicate_filter`.
+pub fn reconcile_trigger(vsec: &crate::api::VaultSecret) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    vsec.metadata.generation.hash(&mut hasher);
+    vsec.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::REFRESH_ANNOTATION))
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Whether `status` says Secret `target_name` holds every key as of `generation`: `Ready`
+/// is True for that generation and names that Secret.
+pub fn synced_this_generation(
+    status: &VaultSecretStatus,
+    generation: Option<i64>,
+    target_name: &str,
+) -> bool {
+    status
+        .ready_condition()
+        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+        && status.secret_name.as_deref() == Some(target_name)
+}
+
+/// The status after a successful sync: `Ready` and `Refreshed` True (reason `Synced`), the
+/// versions read, the time, and the refresh request handled (if any).
+pub fn synced_status(
+    previous: &VaultSecretStatus,
+    generation: Option<i64>,
+    target_name: String,
+    versions: BTreeMap<String, String>,
+    refresh_request: Option<String>,
+    now: Timestamp,
+) -> VaultSecretStatus {
+    let keys = |n: usize| if n == 1 { "key" } else { "keys" };
+    let count = versions.len();
+    let ready = ready_condition(
+        previous.ready_condition(),
+        true,
+        Reason::Synced,
+        format!("{count} {} synced to Secret '{target_name}'", keys(count)),
+        generation,
+        now,
+    );
+    let refreshed = condition(
+        REFRESHED,
+        previous.refreshed_condition(),
+        true,
+        Reason::Synced,
+        format!(
+            "the last refresh read Key Vault and the Secret holds its {count} {}",
+            keys(count)
+        ),
+        generation,
+        now,
+    );
+    VaultSecretStatus {
+        observed_generation: generation,
+        conditions: vec![ready, refreshed],
+        secret_name: Some(target_name),
+        last_sync_time: Some(Time(now)),
+        synced_versions: versions,
+        last_refresh_request: refresh_request.or_else(|| previous.last_refresh_request.clone()),
+    }
+}
+
+/// The status while `spec.suspend` is true: `Ready` False (`Suspended`); the rest as it was.
+pub fn suspended_status(
+    previous: &VaultSecretStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> VaultSecretStatus {
+    let message = "suspended: no Key Vault reads and no Secret writes until spec.suspend is false";
+    let ready = ready_condition(
+        previous.ready_condition(),
+        false,
+        Reason::Suspended,
+        message.to_owned(),
+        generation,
+        now,
+    );
+    VaultSecretStatus {
+        observed_generation: generation,
+        conditions: replace_condition(&previous.conditions, ready),
+        ..previous.clone()
+    }
+}
+
+fn replace_condition(conditions: &[Condition], new: Condition) -> Vec<Condition> {
+    let mut out: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != new.type_)
+        .cloned()
+        .collect();
+    out.push(new);
+    out.sort_by_key(|c| c.type_ != READY);
+    out
+}
+
+/// What a failure does to the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureReport {
+    pub status: VaultSecretStatus,
+    /// The failure is new (another reason, or another message once per-attempt ids and
+    /// times are masked): it deserves a Warning Event.
+    pub warn: bool,
+    /// When this same failure started, for the backoff ([`retry_delay`]).
+    pub failing_since: Option<Timestamp>,
+}
+
+/// The status after a failure. `Refreshed` turns False with the reason and message.
+/// `Ready` turns False too unless the Secret still holds this generation's keys
+/// (`holds_generation`: a refresh failed after this generation synced), in which case it
+/// stays as it was. A failure equal to the last one once per-attempt ids and times are
+/// masked ([`failure_fingerprint`]) keeps the message on record, so retries of it write
+/// nothing and warn once.
+pub fn failed_status(
+    previous: &VaultSecretStatus,
+    generation: Option<i64>,
+    reason: Reason,
+    message: String,
+    holds_generation: bool,
+    refresh_request: Option<String>,
+    now: Timestamp,
+) -> FailureReport {
+    let last = previous_failure(previous).filter(|c| c.reason == reason.as_str());
+    let same = last.filter(|c| failure_fingerprint(&c.message) == failure_fingerprint(&message));
+    let message = same.map_or(message, |c| c.message.clone());
+    let failing_since = last.map(|c| c.last_transition_time.0);
+    let refreshed = condition(
+        REFRESHED,
+        previous.refreshed_condition(),
+        false,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    let kept_ready = previous
+        .ready_condition()
+        .filter(|c| holds_generation && c.status == "True");
+    let (ready, observed_generation) = match kept_ready {
+        Some(ready) => (ready.clone(), previous.observed_generation),
+        None => (
+            ready_condition(
+                previous.ready_condition(),
+                false,
+                reason,
+                message,
+                generation,
+                now,
+            ),
+            generation,
+        ),
+    };
+    FailureReport {
+        status: VaultSecretStatus {
+            observed_generation,
+            conditions: vec![ready, refreshed],
+            last_refresh_request: refresh_request.or_else(|| previous.last_refresh_request.clone()),
+            // The last good sync stays on record, as its data stays in the Secret.
+            ..previous.clone()
+        },
+        warn: same.is_none(),
+        failing_since,
+    }
+}
+
+/// The failure on record: `Refreshed` when False, else (a status written before
+/// `Refreshed` existed, or a suspended object) `Ready` when False.
+pub fn previous_failure(status: &VaultSecretStatus) -> Option<&Condition> {
+    match status.refreshed_condition() {
+        Some(refreshed) if refreshed.status == "True" => None,
+        Some(refreshed) => Some(refreshed),
+        None => status.ready_condition().filter(|c| c.status == "False"),
+    }
+}
+
+/// A failure message with what changes on every attempt masked, for comparing failures:
+/// Azure request ids (`(request id …)`), Entra's `Trace ID:`, `Correlation ID:` and
+/// `Timestamp:` (and their JSON forms `"trace_id"`, `"correlation_id"`, `"timestamp"`),
+/// which Entra puts in every error description. Dates elsewhere (a secret's `exp` or
+/// `nbf`) stay: they say something about the secret.
+pub fn failure_fingerprint(message: &str) -> String {
+    static VARYING: std::sync::LazyLock<[(regex::Regex, &str); 3]> =
+        std::sync::LazyLock::new(|| {
+            let re = |pattern: &str| regex::Regex::new(pattern).expect("a valid pattern");
+            [
+                (
+                    re(r"(?i)\btimestamp:\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9:.]+Z?"),
+                    "Timestamp: …",
+                ),
+                (
+                    re(r"(?i)\b(trace id|correlation id):\s*[-0-9a-f]+"),
+                    "$1: …",
+                ),
+                (
+                    re(r#"(?i)\\?"(timestamp|trace_id|correlation_id)\\?"\s*:\s*\\?"[^"\\]*\\?""#),
+                    "\"$1\":\"…\"",
+                ),
+            ]
+        });
+    let mut out = without_request_id(message);
+    for (pattern, replacement) in VARYING.iter() {
+        out = pattern.replace_all(&out, *replacement).into_owned();
+    }
+    out
 }
 
 /// A failure message without its `(request id …)` parts, which differ on every attempt.
@@ -549,7 +800,7 @@ pub fn redact_quoted_input(message: &str) -> String {
 /// secret's `nbf`, see [`ValueError::passes_in`]) is a ceiling, so a version that becomes
 /// valid is synced then, not a backoff later.
 pub fn retry_delay(
-    reason: Reason,
+    transient: bool,
     failing_since: Option<Timestamp>,
     now: Timestamp,
     retry_after: Option<Duration>,
@@ -558,7 +809,7 @@ pub fn retry_delay(
     // Failures fixed outside the operator (a secret created, enabled, granted) are
     // noticed within a minute of the fix; transient ones back off further, since retrying
     // a throttled or failing vault harder keeps it failing.
-    let (min, max) = if reason.is_transient() {
+    let (min, max) = if transient {
         (Duration::from_secs(5), Duration::from_secs(300))
     } else {
         (Duration::from_secs(30), Duration::from_secs(60))
@@ -616,6 +867,8 @@ mod tests {
         PlanInput {
             synced_this_generation: true,
             drift: false,
+            refresh_failed: false,
+            refresh_requested: false,
             last_sync: Some(last),
             interval: Duration::from_secs(60),
             uid: "u",
@@ -1056,20 +1309,162 @@ mod tests {
     }
 
     #[test]
+    fn entra_trace_ids_and_timestamps_are_masked_when_comparing_failures() {
+        let attempt = |trace: &str, at: &str| {
+            format!(
+                "key 'k': identity operator identity 0b1c could not get a Key Vault token: AADSTS700016: Application with identifier '0b1c' was not found in the directory. Trace ID: {trace} Correlation ID: {trace} Timestamp: {at} {{\"timestamp\":\"{at}\",\"trace_id\":\"{trace}\"}}"
+            )
+        };
+        let a = attempt(
+            "11111111-2222-3333-4444-555555555555",
+            "2026-11-29 16:15:53Z",
+        );
+        let b = attempt(
+            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+            "2026-11-29T16:16:03.5Z",
+        );
+        assert_ne!(a, b);
+        assert_eq!(failure_fingerprint(&a), failure_fingerprint(&b));
+        assert!(failure_fingerprint(&a).contains("AADSTS700016"));
+        assert_eq!(
+            failure_fingerprint("throttled (request id 1); retry after 2s"),
+            failure_fingerprint("throttled (request id 2); retry after 2s")
+        );
+        // A secret's own dates are part of what the failure says.
+        assert_ne!(
+            failure_fingerprint("not valid before 2026-11-29T16:15:53Z"),
+            failure_fingerprint("not valid before 2026-11-30T16:15:53Z")
+        );
+    }
+
+    fn synced(generation: i64, at: Timestamp) -> VaultSecretStatus {
+        let versions = BTreeMap::from([("k".to_owned(), "v1".to_owned())]);
+        synced_status(
+            &VaultSecretStatus::default(),
+            Some(generation),
+            "app".into(),
+            versions,
+            None,
+            at,
+        )
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_ready_and_sets_refreshed_false() {
+        let t1 = Timestamp::from_second(1).unwrap();
+        let t2 = Timestamp::from_second(2).unwrap();
+        let good = synced(3, t1);
+        assert_eq!(good.refreshed_condition().unwrap().status, "True");
+        let report = failed_status(
+            &good,
+            Some(3),
+            Reason::Throttled,
+            "throttled (request id 1)".into(),
+            true,
+            None,
+            t2,
+        );
+        assert!(report.warn);
+        let ready = report.status.ready_condition().unwrap();
+        assert_eq!(ready, good.ready_condition().unwrap(), "Ready untouched");
+        let refreshed = report.status.refreshed_condition().unwrap();
+        assert_eq!(
+            (refreshed.status.as_str(), refreshed.reason.as_str()),
+            ("False", "Throttled")
+        );
+        assert_eq!(report.status.synced_versions, good.synced_versions);
+        assert_eq!(report.status.last_sync_time, good.last_sync_time);
+
+        // The same failure again, with another request id: nothing to write, no Warning.
+        let again = failed_status(
+            &report.status,
+            Some(3),
+            Reason::Throttled,
+            "throttled (request id 2)".into(),
+            true,
+            None,
+            Timestamp::from_second(9).unwrap(),
+        );
+        assert!(!again.warn);
+        assert_eq!(again.status, report.status);
+        assert_eq!(again.failing_since, Some(t2));
+
+        // The Secret lost its data: Ready goes False too.
+        let lost = failed_status(
+            &good,
+            Some(3),
+            Reason::Throttled,
+            "throttled".into(),
+            false,
+            None,
+            t2,
+        );
+        let ready = lost.status.ready_condition().unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Throttled")
+        );
+
+        // A good refresh sets Refreshed True again.
+        let back = synced_status(
+            &report.status,
+            Some(3),
+            "app".into(),
+            good.synced_versions.clone(),
+            None,
+            t2,
+        );
+        assert_eq!(back.refreshed_condition().unwrap().status, "True");
+        assert!(previous_failure(&back).is_none());
+    }
+
+    #[test]
+    fn a_refresh_request_is_handled_once_per_value() {
+        let t = Timestamp::from_second(100).unwrap();
+        let mut annotations = BTreeMap::new();
+        let status = synced(1, t);
+        assert_eq!(unhandled_refresh(&annotations, &status), None);
+        annotations.insert(crate::api::REFRESH_ANNOTATION.to_owned(), "1".to_owned());
+        assert_eq!(unhandled_refresh(&annotations, &status), Some("1"));
+        let handled = synced_status(
+            &status,
+            Some(1),
+            "app".into(),
+            status.synced_versions.clone(),
+            Some("1".into()),
+            t,
+        );
+        assert_eq!(unhandled_refresh(&annotations, &handled), None);
+        let mut plan = input(t, t);
+        assert!(matches!(plan_read(&plan), ReadPlan::Wait(Some(_))));
+        plan.refresh_requested = true;
+        assert_eq!(plan_read(&plan), ReadPlan::Read(ReadCause::Requested));
+        plan.refresh_requested = false;
+        plan.refresh_failed = true;
+        assert_eq!(plan_read(&plan), ReadPlan::Read(ReadCause::RefreshDue));
+    }
+
+    #[test]
     fn retries_slow_down_and_honour_retry_after() {
         let t0 = Timestamp::from_second(1000).unwrap();
         assert_eq!(
-            retry_delay(Reason::Throttled, Some(t0), t0, None, None),
+            retry_delay(Reason::Throttled.is_transient(), Some(t0), t0, None, None),
             Duration::from_secs(5)
         );
         let later = Timestamp::from_second(1040).unwrap();
         assert_eq!(
-            retry_delay(Reason::Throttled, Some(t0), later, None, None),
+            retry_delay(
+                Reason::Throttled.is_transient(),
+                Some(t0),
+                later,
+                None,
+                None
+            ),
             Duration::from_secs(40)
         );
         assert_eq!(
             retry_delay(
-                Reason::Throttled,
+                Reason::Throttled.is_transient(),
                 Some(t0),
                 t0,
                 Some(Duration::from_secs(20)),
@@ -1078,12 +1473,18 @@ mod tests {
             Duration::from_secs(20)
         );
         assert_eq!(
-            retry_delay(Reason::SecretNotFound, Some(t0), t0, None, None),
+            retry_delay(
+                Reason::SecretNotFound.is_transient(),
+                Some(t0),
+                t0,
+                None,
+                None
+            ),
             Duration::from_secs(30)
         );
         assert_eq!(
             retry_delay(
-                Reason::SecretNotFound,
+                Reason::SecretNotFound.is_transient(),
                 Some(t0),
                 much_later_than(t0),
                 None,
@@ -1094,7 +1495,13 @@ mod tests {
         );
         let much_later = Timestamp::from_second(100_000).unwrap();
         assert_eq!(
-            retry_delay(Reason::VaultUnreachable, Some(t0), much_later, None, None),
+            retry_delay(
+                Reason::VaultUnreachable.is_transient(),
+                Some(t0),
+                much_later,
+                None,
+                None
+            ),
             Duration::from_secs(300)
         );
     }
@@ -1120,18 +1527,30 @@ mod tests {
         let nbf_in = |s| Some(Duration::from_secs(s));
         // nbf before the backoff's retry: at nbf.
         assert_eq!(
-            retry_delay(Reason::SecretNotYetValid, Some(t0), t0, None, nbf_in(7)),
+            retry_delay(
+                Reason::SecretNotYetValid.is_transient(),
+                Some(t0),
+                t0,
+                None,
+                nbf_in(7)
+            ),
             Duration::from_secs(7)
         );
         // nbf after it: the backoff's retry, so a changed nbf is noticed.
         assert_eq!(
-            retry_delay(Reason::SecretNotYetValid, Some(t0), t0, None, nbf_in(3600)),
+            retry_delay(
+                Reason::SecretNotYetValid.is_transient(),
+                Some(t0),
+                t0,
+                None,
+                nbf_in(3600)
+            ),
             Duration::from_secs(30)
         );
         let much_later = Timestamp::from_second(100_000).unwrap();
         assert_eq!(
             retry_delay(
-                Reason::SecretNotYetValid,
+                Reason::SecretNotYetValid.is_transient(),
                 Some(t0),
                 much_later,
                 None,

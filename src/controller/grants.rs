@@ -126,6 +126,7 @@ impl NamespaceGrants {
 pub async fn watch_namespaces(
     client: &Client,
     scopes: &[Option<String>],
+    health: &std::sync::Arc<crate::telemetry::WatchHealth>,
 ) -> (
     NamespaceGrants,
     Vec<UnboundedReceiver<PartialObjectMeta<Namespace>>>,
@@ -140,9 +141,16 @@ pub async fn watch_namespaces(
         };
         let (reader, writer) = reflector::store();
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let mut events = reflector(writer, watcher(api, config))
-            .default_backoff()
-            .boxed();
+        let (health, name) = (
+            health.clone(),
+            format!("Namespaces ({})", scope.as_deref().unwrap_or("all")),
+        );
+        let mut events = reflector(
+            writer,
+            watcher(api, config).inspect(move |item| health.observe(&name, item)),
+        )
+        .default_backoff()
+        .boxed();
         tokio::spawn(async move {
             let mut changes = GrantChanges::default();
             while let Some(event) = events.next().await {
@@ -153,6 +161,7 @@ pub async fn watch_namespaces(
                             let _ = tx.unbounded_send(ns);
                         }
                     }
+                    // Logged as a warning, and counted for /livez, by `health`.
                     Err(e) => tracing::warn!(
                         error = %e,
                         "cannot watch Namespaces (their identity grants); the operator needs namespaces get, list and watch cluster-wide"

@@ -2,6 +2,7 @@
 //! pure functions of [`decide`] and [`target`], reads Key Vault through a
 //! [`SecretSource`], and applies with server-side apply under one field manager.
 
+mod backoff;
 pub mod data_hash;
 pub mod decide;
 pub mod grants;
@@ -10,24 +11,24 @@ pub mod write;
 mod written;
 
 use crate::api::{
-    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, Reason, VaultSecret, VaultSecretStatus,
+    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION, Reason, VaultSecret,
+    VaultSecretStatus,
 };
 use crate::source::{
     FetchedSecret, IdentityRef, SecretBytes, SecretRequest, SecretSource, SourceError,
 };
-use crate::telemetry::{Metrics, Readiness, ReasonLabels};
+use crate::telemetry::{Metrics, Readiness, ReasonLabels, WatchHealth};
 use data_hash::DataHashKey;
 use decide::{ReadCause, ReadPlan};
 use futures::{FutureExt, StreamExt};
 use grants::{NamespaceGrants, OperatorIdentity};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Context {
     pub written: written::WrittenStatuses,
     /// The key of the `vaultsync.io/data-hash` mark.
     pub hash_key: DataHashKey,
+    /// Backoff of reconciles that end in an error, per object.
+    errors: backoff::ErrorBackoff,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -70,22 +73,41 @@ pub enum Error {
 }
 
 /// A failure to report: the reason, an actionable message, when Key Vault asked to be
-/// called again, and when the failure passes by itself (a secret's `nbf`), if known.
+/// called again, when the failure passes by itself (a secret's `nbf`), if known, and how
+/// it is retried.
 #[derive(Debug, Clone)]
 struct Failure {
     reason: Reason,
     message: String,
     retry_after: Option<Duration>,
     passes_in: Option<Duration>,
+    retry: Retry,
+}
+
+/// How a failure is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Only when the spec changes (it cannot work as written).
+    AfterChange,
+    /// From 30 s to a minute: fixed outside the operator (Key Vault, access rights).
+    Slow,
+    /// From 5 s, doubling up to 5 minutes: may pass by itself.
+    Transient,
 }
 
 impl Failure {
     fn new(reason: Reason, message: impl Into<String>) -> Self {
+        let retry = match reason {
+            Reason::InvalidSpec => Retry::AfterChange,
+            r if r.is_transient() => Retry::Transient,
+            _ => Retry::Slow,
+        };
         Self {
             reason,
             message: message.into(),
             retry_after: None,
             passes_in: None,
+            retry,
         }
     }
 }
@@ -131,6 +153,7 @@ pub async fn run(
     source: Arc<dyn SecretSource>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    watches: Arc<WatchHealth>,
     config: ControllerConfig,
     hash_key: DataHashKey,
 ) -> anyhow::Result<()> {
@@ -149,7 +172,7 @@ pub async fn run(
     };
     // The watched Namespaces' metadata, for their identity grants: synced before any
     // reconcile, so that a VaultSecret is never refused for a Namespace not yet seen.
-    let (grants, grant_changes) = grants::watch_namespaces(&client, &scopes).await;
+    let (grants, grant_changes) = grants::watch_namespaces(&client, &scopes, &watches).await;
     let ctx = Arc::new(Context {
         client: client.clone(),
         source,
@@ -159,6 +182,7 @@ pub async fn run(
         grants,
         written: Default::default(),
         hash_key,
+        errors: Default::default(),
     });
 
     let mut controllers = Vec::new();
@@ -175,20 +199,32 @@ pub async fn run(
         // `Api<PartialObjectMeta<_>>` watch is metadata-only): no Secret value is cached.
         let managed =
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        // Only spec changes (a new generation) trigger a reconcile: the operator's own
-        // status writes must not, or a failure whose message changes on every attempt
-        // (a new Azure request id) would be retried at once, in a loop, past the backoff.
+        // Only spec changes (a new generation) and refresh requests trigger a reconcile:
+        // the operator's own status writes must not, or every status write would be
+        // followed by another attempt at once, past the backoff.
         let (reader, writer) = reflector::store();
-        let vsec_events = reflector(writer, watcher(vsecs, watcher::Config::default()))
+        let where_ = scope.as_deref().unwrap_or("all namespaces");
+        let vsec_health = (watches.clone(), format!("VaultSecrets in {where_}"));
+        let vsec_events = reflector(
+            writer,
+            watcher(vsecs, watcher::Config::default())
+                .inspect(move |item| vsec_health.0.observe(&vsec_health.1, item)),
+        )
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(decide::reconcile_trigger, Default::default());
+        // With backoff (kube's `watches` retries a failing watch at once, in a loop).
+        let secret_health = (watches.clone(), format!("Secrets in {where_}"));
+        let secret_events = watcher(secrets, managed)
+            .inspect(move |item| secret_health.0.observe(&secret_health.1, item))
             .default_backoff()
-            .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .touched_objects();
         // A Namespace whose grants changed: its VaultSecrets are reconciled at once, so a
         // grant (or its removal) takes effect without waiting for the next retry.
         let vsecs_of = reader.clone();
         let controller = Controller::for_stream(vsec_events, reader)
             .with_config(RuntimeConfig::default().concurrency(config.concurrency))
-            .watches(secrets, managed, secret_to_vault_secret)
+            .watches_stream(secret_events, secret_to_vault_secret)
             .watches_stream(granted.map(Ok), move |ns: PartialObjectMeta<Namespace>| {
                 vault_secrets_in(&vsecs_of, &ns.name_any())
             })
@@ -198,8 +234,12 @@ pub async fn run(
             controller
                 .run(reconcile, error_policy, ctx.clone())
                 .for_each(|result| async move {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "reconcile loop event");
+                    use kube::runtime::controller::Error as Loop;
+                    match result {
+                        // Watch errors are logged (as warnings) where they are observed,
+                        // reconcile errors by `error_policy`.
+                        Ok(_) | Err(Loop::QueueError(_) | Loop::ReconcilerFailed(..)) => {}
+                        Err(e) => tracing::warn!(error = %e, "controller error"),
                     }
                 })
                 .boxed(),
@@ -242,9 +282,21 @@ fn secret_to_vault_secret(secret: PartialObjectMeta<Secret>) -> Vec<ObjectRef<Va
         .collect()
 }
 
-fn error_policy(vsec: Arc<VaultSecret>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(vaultsecret = %format!("{}/{}", vsec.namespace().unwrap_or_default(), vsec.name_any()), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+/// A reconcile that ended in an error (one not even its status could report) is retried
+/// with a backoff of its own, doubling from 1 s to 5 minutes.
+fn error_policy(vsec: Arc<VaultSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+    let object = object_key(&vsec);
+    let delay = ctx.errors.next_delay(&object);
+    tracing::warn!(vaultsecret = %object, error = %error, retry_in_seconds = delay.as_secs(), "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+fn object_key(vsec: &VaultSecret) -> String {
+    format!(
+        "{}/{}",
+        vsec.namespace().unwrap_or_default(),
+        vsec.name_any()
+    )
 }
 
 #[tracing::instrument(skip_all, fields(namespace = %vsec.namespace().unwrap_or_default(), name = %vsec.name_any()))]
@@ -268,11 +320,37 @@ async fn reconcile_inner(vsec: &VaultSecret, ctx: &Context) -> Result<Action, Er
     }
     let now = Timestamp::now();
     let status = ctx.written.current(vsec);
-    match sync(vsec, ctx, &status, now).await {
+    let mut held = None;
+    let result = match sync(vsec, ctx, &status, now, &mut held).await {
         Ok(action) => Ok(action),
-        Err(Stop::Failed(failure)) => fail(vsec, ctx, &status, failure, now).await,
-        Err(Stop::Api(error)) => Err(error),
+        Err(Stop::Failed(failure)) => fail(vsec, ctx, &status, failure, held, now).await,
+        Err(Stop::Api(error)) => match api_failure(&error) {
+            Some(failure) => fail(vsec, ctx, &status, failure, held, now).await,
+            None => Err(error),
+        },
+    };
+    if result.is_ok() {
+        ctx.errors.reset(&object_key(vsec));
     }
+    result
+}
+
+/// A Kubernetes API failure as a failure to report in status (`KubernetesApiError`, with
+/// backoff). A conflict (409: the object changed since it was read) is not one: it is
+/// decided again at once, through [`error_policy`].
+fn api_failure(error: &Error) -> Option<Failure> {
+    let message = match error {
+        Error::Kube(kube::Error::Api(status)) if status.code == 409 => return None,
+        Error::Kube(kube::Error::Api(status)) => format!(
+            "the Kubernetes API server refused a request: HTTP {} {}: {}",
+            status.code,
+            status.reason,
+            decide::redact_quoted_input(&status.message)
+        ),
+        Error::Kube(other) => format!("a Kubernetes API request failed: {other}"),
+        Error::NoNamespace => return None,
+    };
+    Some(Failure::new(Reason::KubernetesApiError, message))
 }
 
 /// Why a sync stopped early: a failure to report in status, or an API error to retry.
@@ -299,28 +377,22 @@ impl From<kube::Error> for Stop {
     }
 }
 
+/// `held` is set, once known, to whether the Secret holds this generation's data (a
+/// failure after that point is a failed refresh: `Ready` stays True).
 async fn sync(
     vsec: &VaultSecret,
     ctx: &Context,
     status: &VaultSecretStatus,
     now: Timestamp,
+    held: &mut Option<bool>,
 ) -> Result<Action, Stop> {
     let namespace = vsec.namespace().ok_or(Error::NoNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let target_name = vsec.target_name();
 
     if vsec.spec.suspend {
-        let message =
-            "suspended: no Key Vault reads and no Secret writes until spec.suspend is false";
-        write_failure_status(
-            vsec,
-            ctx,
-            status,
-            Failure::new(Reason::Suspended, message),
-            now,
-            false,
-        )
-        .await?;
+        let suspended = decide::suspended_status(status, vsec.meta().generation, now);
+        write_status(vsec, ctx, status, suspended).await?;
         Metrics::count(&ctx.metrics.reconciliations, "suspended");
         return Ok(Action::await_change());
     }
@@ -348,10 +420,10 @@ async fn sync(
         return Err(Failure::new(Reason::InvalidSpec, message).into());
     }
     let state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
-    let synced_this_generation = status
-        .ready_condition()
-        .is_some_and(|c| c.status == "True" && c.observed_generation == vsec.meta().generation)
-        && status.secret_name.as_deref() == Some(target_name.as_str());
+    let synced_this_generation =
+        decide::synced_this_generation(status, vsec.meta().generation, &target_name);
+    let drift = matches!(state, SecretState::Missing | SecretState::DataDrifted);
+    *held = Some(synced_this_generation && !drift);
     let all_pinned_and_synced = vsec.spec.data.iter().all(|entry| {
         entry
             .remote_ref
@@ -361,7 +433,9 @@ async fn sync(
     let uid = vsec.uid().unwrap_or_default();
     let plan = decide::plan_read(&decide::PlanInput {
         synced_this_generation,
-        drift: matches!(state, SecretState::Missing | SecretState::DataDrifted),
+        drift,
+        refresh_failed: decide::previous_failure(status).is_some(),
+        refresh_requested: decide::unhandled_refresh(vsec.annotations(), status).is_some(),
         last_sync: status.last_sync_time.as_ref().map(|t| t.0),
         interval,
         uid: &uid,
@@ -441,25 +515,14 @@ async fn sync(
         .map(|(k, (_, version))| (k.clone(), version.clone()))
         .collect();
     announce_sync(vsec, ctx, status, &versions, cause, state, needs_write).await;
-    let synced = format!(
-        "{} {} synced to Secret '{target_name}'",
-        values.len(),
-        if values.len() == 1 { "key" } else { "keys" }
+    let new_status = decide::synced_status(
+        status,
+        vsec.meta().generation,
+        target_name,
+        versions,
+        vsec.annotations().get(REFRESH_ANNOTATION).cloned(),
+        now,
     );
-    let new_status = VaultSecretStatus {
-        observed_generation: vsec.meta().generation,
-        conditions: vec![decide::ready_condition(
-            status.ready_condition(),
-            true,
-            Reason::Synced,
-            synced,
-            vsec.meta().generation,
-            now,
-        )],
-        secret_name: Some(target_name),
-        last_sync_time: Some(Time(now)),
-        synced_versions: versions,
-    };
     write_status(vsec, ctx, status, new_status).await?;
     Metrics::count(&ctx.metrics.reconciliations, "synced");
     let all_pinned = vsec
@@ -562,10 +625,8 @@ async fn read_all(
             Ok(fetched) => fetched,
             Err(e) => {
                 return Err(Failure {
-                    reason: e.reason(),
-                    message: format!("key '{}': {e}", entry.key),
                     retry_after: e.retry_after(),
-                    passes_in: None,
+                    ..Failure::new(e.reason(), format!("key '{}': {e}", entry.key))
                 });
             }
         };
@@ -639,79 +700,71 @@ async fn announce_sync(
     }
 }
 
-/// Reports a failure: `Ready=False` with the reason, the last good data left in place,
-/// a Warning Event when the condition changes, and a retry that slows down.
+/// Reports a failure: `Refreshed=False` with the reason (and `Ready=False` unless the
+/// Secret still holds this generation's data, `held`), the last good data left in place,
+/// a Warning Event when the failure is new, and a retry that slows down.
 async fn fail(
     vsec: &VaultSecret,
     ctx: &Context,
     status: &VaultSecretStatus,
     failure: Failure,
+    held: Option<bool>,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    ctx.metrics
-        .failures
-        .get_or_create(&ReasonLabels {
-            reason: failure.reason.as_str().to_owned(),
-        })
-        .inc();
-    Metrics::count(&ctx.metrics.reconciliations, "failed");
-    let (retry_after, passes_in) = (failure.retry_after, failure.passes_in);
+    // Before the Secret was looked at, the status says whether it holds this generation
+    // (a drifted Secret brings a reconcile of its own, which looks at it).
+    let holds_generation = held.unwrap_or_else(|| {
+        decide::synced_this_generation(status, vsec.meta().generation, &vsec.target_name())
+    });
+    let report = decide::failed_status(
+        status,
+        vsec.meta().generation,
+        failure.reason,
+        failure.message,
+        holds_generation,
+        vsec.annotations().get(REFRESH_ANNOTATION).cloned(),
+        now,
+    );
     let reason = failure.reason;
-    write_failure_status(vsec, ctx, status, failure, now, true).await?;
-    let failing_since = status
-        .ready_condition()
-        .filter(|c| c.status == "False" && c.reason == reason.as_str())
-        .map(|c| c.last_transition_time.0);
-    Ok(match reason {
-        Reason::InvalidSpec => Action::await_change(),
-        _ => Action::requeue(decide::retry_delay(
-            reason,
-            failing_since,
-            now,
-            retry_after,
-            passes_in,
-        )),
-    })
-}
-
-async fn write_failure_status(
-    vsec: &VaultSecret,
-    ctx: &Context,
-    status: &VaultSecretStatus,
-    failure: Failure,
-    now: Timestamp,
-    warn: bool,
-) -> Result<(), Error> {
-    let previous = status.ready_condition();
-    let changed = previous
-        .is_none_or(|c| c.reason != failure.reason.as_str() || c.message != failure.message);
-    if warn && changed {
+    let shown = report
+        .status
+        .refreshed_condition()
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    if report.warn {
         publish(
             ctx,
             vsec,
             EventType::Warning,
-            failure.reason.as_str(),
-            failure.message.clone(),
+            reason.as_str(),
+            shown.clone(),
         )
         .await;
     }
-    if failure.reason != Reason::Suspended {
-        tracing::info!(reason = %failure.reason, message = %failure.message, "not synced");
-    }
-    let new_status = VaultSecretStatus {
-        observed_generation: vsec.meta().generation,
-        conditions: vec![decide::ready_condition(
-            previous,
-            false,
-            failure.reason,
-            failure.message,
-            vsec.meta().generation,
+    tracing::info!(reason = %reason, message = %shown, ready_kept = holds_generation, "not synced");
+    write_status(vsec, ctx, status, report.status).await?;
+    // Counted once reported, so that a count seen means the status is written.
+    ctx.metrics
+        .failures
+        .get_or_create(&ReasonLabels {
+            reason: reason.as_str().to_owned(),
+        })
+        .inc();
+    Metrics::count(&ctx.metrics.reconciliations, "failed");
+    let delay = |transient| {
+        decide::retry_delay(
+            transient,
+            report.failing_since,
             now,
-        )],
-        // The last good sync stays on record, as its data stays in the Secret.
-        ..status.clone()
+            failure.retry_after,
+            failure.passes_in,
+        )
     };
-    write_status(vsec, ctx, status, new_status).await
+    Ok(match failure.retry {
+        Retry::AfterChange => Action::await_change(),
+        Retry::Slow => Action::requeue(delay(false)),
+        Retry::Transient => Action::requeue(delay(true)),
+    })
 }
 
 /// Server-side applies the status, skipped when nothing changed (an unchanged condition

@@ -98,21 +98,23 @@ fn stale_or(error: kube::Error) -> Result<Written, Error> {
     }
 }
 
-/// The API server refusing the Secret itself (e.g. keys its type requires) is a spec
-/// problem the user must fix, not a reason to retry quickly; a field conflict is an
+/// The API server refusing the Secret itself (400/422: keys its type requires, or an
+/// admission policy) is `InvalidSpec`, quoting the API server, retried with backoff (an
+/// admission policy can change without any change of the spec); a field conflict is an
 /// `OwnershipConflict`.
 fn refusal(error: kube::Error, target_name: &str) -> Result<Written, Stop> {
     match error {
-        kube::Error::Api(refused) if refused.code == 422 || refused.code == 400 => {
-            Err(Failure::new(
+        kube::Error::Api(refused) if refused.code == 422 || refused.code == 400 => Err(Failure {
+            retry: super::Retry::Transient,
+            ..Failure::new(
                 Reason::InvalidSpec,
                 format!(
                     "the API server refused Secret '{target_name}': {}",
                     super::decide::redact_quoted_input(&refused.message)
                 ),
             )
-            .into())
         }
+        .into()),
         kube::Error::Api(status) => match conflict_of(&status) {
             Some(Conflict::Fields(fields)) => Err(Failure::new(
                 Reason::OwnershipConflict,

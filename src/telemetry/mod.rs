@@ -9,9 +9,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -144,42 +146,145 @@ impl Readiness {
     }
 }
 
+/// How long a watch counts as failing after its last error: twice the 30 s cap of the
+/// watchers' backoff (kube's `DefaultBackoff`), so a watch that still fails reports again
+/// well within it, and one that came back without an event to show it (a quiet watch
+/// emits nothing) counts as recovered once it stays quiet this long.
+pub const WATCH_QUIET_AFTER: Duration = Duration::from_secs(60);
+
+/// The state of the operator's watches, for `/livez`: a watch that keeps failing for
+/// longer than the threshold (`--watch-failure-threshold-seconds`) makes `/livez` answer
+/// 503, so that the kubelet restarts an operator whose caches can no longer follow the
+/// cluster (a restart lists afresh, and a missing permission shows as a crash loop
+/// instead of a silently stale operator).
+#[derive(Debug)]
+pub struct WatchHealth {
+    threshold: Duration,
+    /// Per watch (by name): since when it fails, and its last error.
+    failing: Mutex<BTreeMap<String, (Instant, Instant)>>,
+}
+
+impl WatchHealth {
+    /// `threshold`: how long a watch may fail without a success before `/livez` fails.
+    pub fn new(threshold: Duration) -> Self {
+        Self {
+            threshold,
+            failing: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Instant, Instant)>> {
+        // A plain map stays consistent even if a holder panicked.
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one item of watch `name`'s stream: an error is logged as a warning and
+    /// starts (or continues) a failure; an event shows the watch works again.
+    pub fn observe<T, E: std::fmt::Display>(&self, name: &str, item: &Result<T, E>) {
+        match item {
+            Ok(_) => {
+                if self.lock().remove(name).is_some() {
+                    tracing::info!(watch = name, "watch recovered");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(watch = name, error = %e, "watch failed; retrying with backoff");
+                let now = Instant::now();
+                let mut failing = self.lock();
+                let entry = failing.entry(name.to_owned()).or_insert((now, now));
+                if now.duration_since(entry.1) > WATCH_QUIET_AFTER {
+                    // Quiet since the last error: that was an earlier, ended failure.
+                    entry.0 = now;
+                }
+                entry.1 = now;
+            }
+        }
+    }
+
+    /// The watches that have been failing for longer than the threshold and failed again
+    /// recently (within [`WATCH_QUIET_AFTER`]).
+    pub fn broken(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, (since, last))| {
+                now.duration_since(*since) >= self.threshold
+                    && now.duration_since(*last) <= WATCH_QUIET_AFTER
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// The shared state the health endpoints read.
+type HealthState = (Arc<Metrics>, Arc<Readiness>, Arc<WatchHealth>);
+
 pub async fn serve_health(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    watches: Arc<WatchHealth>,
 ) -> anyhow::Result<()> {
     let app = Router::new()
-        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/livez",
+            get(|State((_, _, w)): State<HealthState>| async move {
+                let broken = w.broken();
+                if broken.is_empty() {
+                    (StatusCode::OK, "ok".to_owned())
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("watches failing: {}", broken.join(", ")),
+                    )
+                }
+            }),
+        )
         .route(
             "/readyz",
-            get(
-                |State((_, r)): State<(Arc<Metrics>, Arc<Readiness>)>| async move {
-                    if r.is_ready() {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-                    }
-                },
-            ),
+            get(|State((_, r, _)): State<HealthState>| async move {
+                if r.is_ready() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }),
         )
         .route(
             "/metrics",
-            get(
-                |State((m, _)): State<(Arc<Metrics>, Arc<Readiness>)>| async move {
-                    (
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                },
-            ),
+            get(|State((m, _, _)): State<HealthState>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }),
         )
-        .with_state((metrics, readiness));
+        .with_state((metrics, readiness, watches));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "health and metrics endpoints listening");
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_broken_once_it_fails_past_the_threshold_and_recovers_on_an_event() {
+        let health = WatchHealth::new(Duration::ZERO);
+        assert!(health.broken().is_empty());
+        let failed: Result<(), String> = Err("403".into());
+        health.observe("vaultsecrets", &failed);
+        assert_eq!(health.broken(), vec!["vaultsecrets".to_owned()]);
+        health.observe("vaultsecrets", &Ok::<(), String>(()));
+        assert!(health.broken().is_empty());
+
+        let patient = WatchHealth::new(Duration::from_secs(3600));
+        patient.observe("secrets", &failed);
+        assert!(patient.broken().is_empty(), "not failing for long yet");
+    }
 }

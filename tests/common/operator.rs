@@ -3,6 +3,7 @@
 
 use super::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResourceExt;
 use kube::api::{Patch, PatchParams};
 use std::process::{Child, Command, Stdio};
@@ -152,6 +153,19 @@ impl Operator {
         panic!("the operator's metrics endpoint never answered");
     }
 
+    /// `/livez`'s status code and body, once the health server answers.
+    pub async fn livez(&self) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}/livez", self.health_port);
+        for _ in 0..120 {
+            if let Ok(response) = reqwest::get(&url).await {
+                let code = response.status().as_u16();
+                return (code, response.text().await.unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the operator's health endpoint never answered");
+    }
+
     /// Stops the operator as Kubernetes does (SIGTERM) and waits for it to exit.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
@@ -192,30 +206,86 @@ pub fn vault_secret(name: &str, spec: serde_json::Value) -> VaultSecret {
     .expect("a VaultSecret")
 }
 
-/// Polls until the `Ready` condition satisfies `check`, returning the object. The bound
-/// only keeps a broken run from hanging; it asserts nothing about speed.
+/// The condition that says how the last sync ended: `Refreshed` while `Ready` is True (a
+/// refresh may have failed since this generation synced), otherwise `Ready` (a first
+/// sync, a spec change, or a Secret that lost its data).
+pub fn outcome(vsec: &VaultSecret) -> Option<&Condition> {
+    let status = vsec.status.as_ref()?;
+    match status.ready_condition() {
+        Some(ready) if ready.status == "True" => status.refreshed_condition().or(Some(ready)),
+        ready => ready,
+    }
+}
+
+/// Polls until the last outcome (see [`outcome`]) satisfies `check(status, reason,
+/// message)`, returning the object. The bound only keeps a broken run from hanging; it
+/// asserts nothing about speed.
 pub async fn wait_ready(
     api: &Api<VaultSecret>,
     name: &str,
     what: &str,
     check: impl Fn(&str, &str, &str) -> bool,
 ) -> VaultSecret {
+    wait_for(api, name, what, |vsec| {
+        outcome(vsec).is_some_and(|c| check(&c.status, &c.reason, &c.message))
+    })
+    .await
+}
+
+/// Polls until `check` holds for the VaultSecret, returning it.
+pub async fn wait_for(
+    api: &Api<VaultSecret>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&VaultSecret) -> bool,
+) -> VaultSecret {
     let mut last = None;
     for _ in 0..480 {
         let vsec = api.get_opt(name).await.expect("read the VaultSecret");
-        if let Some(c) = vsec.as_ref().and_then(|v| v.ready_condition()) {
-            if check(&c.status, &c.reason, &c.message) {
-                return vsec.clone().expect("present");
+        if let Some(vsec) = vsec {
+            if check(&vsec) {
+                return vsec;
             }
-            last = Some((c.status.clone(), c.reason.clone(), c.message.clone()));
+            last = vsec.status.map(|s| s.conditions);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("VaultSecret {name} never reached {what}; last Ready condition: {last:?}");
+    panic!("VaultSecret {name} never reached {what}; last conditions: {last:?}");
 }
 
+/// Polls until the last outcome has `reason` (`Synced`: the last refresh succeeded).
 pub async fn wait_reason(api: &Api<VaultSecret>, name: &str, reason: &str) -> VaultSecret {
     wait_ready(api, name, reason, |_, r, _| r == reason).await
+}
+
+/// The condition `type_` of `vsec`, as `(status, reason, message)`.
+pub fn condition_of(vsec: &VaultSecret, type_: &str) -> Option<(String, String, String)> {
+    let c = vsec.status.as_ref()?.condition(type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// How many times a Warning Event with `reason` was published about `name`, counting the
+/// repeats an Event series aggregates.
+pub async fn warnings(client: &Client, namespace: &str, name: &str, reason: &str) -> i32 {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+    let list = events.list(&Default::default()).await.expect("list Events");
+    list.items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+/// A counter of the operator's `/metrics` text (a `name{labels} value` line, or a bare
+/// `name value`), 0 when absent.
+pub fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// Events about one object, as `(type, reason, note)`.
