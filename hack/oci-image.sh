@@ -21,6 +21,9 @@ cleanup() {
 trap cleanup EXIT
 
 # The registry picks its own free port and logs it; nothing else can grab it meanwhile.
+# The log exists before the registry starts: the redirection below happens in the
+# background child, which may not have run yet when the loop first reads the log.
+: >"$work/registry.log"
 "$crane" registry serve --address 127.0.0.1:0 >"$work/registry.log" 2>&1 &
 registry_pid=$!
 address=""
