@@ -125,6 +125,49 @@ async fn merge_never_takes_a_key_another_field_manager_owns() {
     assert_eq!(count_events(&s, "app", "Synced").await, 0);
 }
 
+/// The ordinary manifest form, `stringData`, applied server-side: the API server records
+/// team-b as the owner of `stringData.password`, not of `data.password`, so a Merge
+/// apply without force would meet no conflict; the key is theirs all the same.
+#[tokio::test]
+async fn merge_never_takes_a_key_another_team_wrote_through_string_data() {
+    let s = setup().await;
+    let kv_name = unique("taken-sd");
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "shared", "annotations": {"vaultsync.io/merge-from": "app"}},
+        "stringData": {"password": "theirs"},
+    });
+    s.secrets
+        .patch(
+            "shared",
+            &PatchParams::apply("team-b"),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("team-b applies its Secret");
+    let _operator = start(&s, &[&kv_name], "ours").await;
+    create(
+        &s,
+        "app",
+        spec(
+            "password",
+            &kv_name,
+            json!({"name": "shared", "creationPolicy": "Merge"}),
+        ),
+    )
+    .await;
+    let vsec = wait_reason(&s.vsecs, "app", "OwnershipConflict").await;
+    let text = message(&vsec);
+    assert!(text.contains("\"team-b\""), "names the manager: {text}");
+    assert!(
+        text.contains(".stringData.password"),
+        "names the key: {text}"
+    );
+    assert_eq!(data_of(&s, "shared").await["password"], b"theirs");
+    assert_eq!(count_events(&s, "app", "Synced").await, 0);
+}
+
 #[tokio::test]
 async fn merge_writes_an_existing_secret_only_once_its_owner_lets_it_in() {
     let s = setup().await;

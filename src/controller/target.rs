@@ -158,15 +158,59 @@ fn legacy_owner_or_orphan(meta: &ObjectMeta, vsec: &VaultSecret) -> bool {
 /// A Secret only Merge writers of an earlier version ever wrote (every field manager is a
 /// `vaultsync/<name>` Merge manager), this one among them: it was created by one of them,
 /// so they keep writing it as before.
+///
+/// A Secret a current-version writer created (`vaultsync.io/created-by`), or whose marks
+/// record another VaultSecret of this name (another uid), is not such a Secret: the field
+/// manager is derived from the name, so it alone would let a VaultSecret re-created with
+/// its predecessor's name take the predecessor's Secret.
 fn legacy_merge_writer(meta: &ObjectMeta, vsec: &VaultSecret) -> bool {
     let entries: Vec<_> = meta.managed_fields.iter().flatten().collect();
-    !entries.is_empty()
+    let own_mark = merged_by_key(vsec);
+    let predecessor = meta.annotations.iter().flatten().any(|(key, value)| {
+        key.starts_with(MERGED_BY_PREFIX) && *key != own_mark && *value == vsec.name_any()
+    });
+    annotation(meta, CREATED_BY_ANNOTATION).is_none()
+        && !predecessor
+        && !entries.is_empty()
         && entries.iter().all(|e| {
             e.manager
                 .as_deref()
                 .is_some_and(|m| m.starts_with("vaultsync/"))
         })
         && applied_by(meta, &field_manager(vsec))
+}
+
+/// The declared keys another field manager wrote through `stringData`, as `(manager,
+/// field)` pairs (`.stringData.password`). The API server stores `stringData` in `data`
+/// but records ownership of the `stringData` field it was given, so server-side apply
+/// sees no owner of `data.password` and a Merge apply without force would take the key
+/// silently: such keys are judged here instead, from `managedFields`. vaultsync never
+/// writes `stringData`, so every such entry is someone else's.
+pub fn string_data_owners(meta: &ObjectMeta, vsec: &VaultSecret) -> Vec<(String, String)> {
+    let own = field_manager(vsec);
+    let mut owners = Vec::new();
+    for entry in meta.managed_fields.iter().flatten() {
+        let manager = entry
+            .manager
+            .as_deref()
+            .unwrap_or("an unnamed field manager");
+        if manager == own {
+            continue;
+        }
+        let Some(fields) = entry
+            .fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:stringData"))
+        else {
+            continue;
+        };
+        for declared in &vsec.spec.data {
+            if fields.get(format!("f:{}", declared.key)).is_some() {
+                owners.push((manager.to_owned(), format!(".stringData.{}", declared.key)));
+            }
+        }
+    }
+    owners
 }
 
 /// Refuses to touch a Secret this VaultSecret may not write; the message says who else
@@ -209,6 +253,10 @@ pub fn ensure_not_foreign(existing: Option<&ObjectMeta>, vsec: &VaultSecret) -> 
             ))
         }
         CreationPolicy::Merge => {
+            let taken = string_data_owners(meta, vsec);
+            if !taken.is_empty() {
+                return Err(super::write::conflict_message(&name, &taken));
+            }
             if merge_from(meta).any(|n| n == vsec.name_any())
                 || annotation(meta, CREATED_BY_ANNOTATION) == Some(uid)
                 || ours_by_mark
@@ -720,6 +768,87 @@ mod tests {
         // The name annotation alone adopts nothing.
         let named = annotated(&[(SOURCE_ANNOTATION, "ns/app")]);
         assert!(ensure_not_foreign(Some(&named), &v).is_err());
+    }
+
+    fn managed_by(
+        meta: &mut ObjectMeta,
+        manager: &str,
+        operation: &str,
+        fields: serde_json::Value,
+    ) {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        meta.managed_fields
+            .get_or_insert_with(Vec::new)
+            .push(ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                fields_type: Some("FieldsV1".into()),
+                fields_v1: Some(FieldsV1(fields)),
+                ..Default::default()
+            });
+    }
+
+    #[test]
+    fn a_key_another_manager_wrote_through_string_data_is_an_ownership_conflict() {
+        let merge = vsec(CreationPolicy::Merge);
+        let mut theirs = annotated(&[(MERGE_FROM_ANNOTATION, "app")]);
+        managed_by(
+            &mut theirs,
+            "team-b",
+            "Apply",
+            serde_json::json!({"f:stringData": {"f:password": {}}}),
+        );
+        let err = ensure_not_foreign(Some(&theirs), &merge).unwrap_err();
+        assert!(
+            err.contains("\"team-b\"") && err.contains(".stringData.password"),
+            "{err}"
+        );
+        // Another key of theirs is theirs alone: no conflict.
+        let mut other_key = annotated(&[(MERGE_FROM_ANNOTATION, "app")]);
+        managed_by(
+            &mut other_key,
+            "team-b",
+            "Apply",
+            serde_json::json!({"f:stringData": {"f:username": {}}}),
+        );
+        assert!(ensure_not_foreign(Some(&other_key), &merge).is_ok());
+    }
+
+    #[test]
+    fn a_merge_writer_re_created_with_its_predecessors_name_is_no_legacy_writer() {
+        let merge = vsec(CreationPolicy::Merge);
+        // Written by an earlier version (only `vaultsync/<name>` managers, no uid marks):
+        // its writer keeps writing it.
+        let mut legacy = annotated(&[]);
+        managed_by(
+            &mut legacy,
+            "vaultsync/app",
+            "Apply",
+            serde_json::json!({"f:data": {"f:password": {}}}),
+        );
+        assert!(ensure_not_foreign(Some(&legacy), &merge).is_ok());
+        // Created by a current writer, since deleted: a successor of the same name is not
+        // let in by the name-derived field manager.
+        let mut created = desired_secret(&merge, None, &data("x"), &key()).metadata;
+        managed_by(
+            &mut created,
+            "vaultsync/app",
+            "Apply",
+            serde_json::json!({"f:data": {"f:password": {}}}),
+        );
+        let mut successor = vsec(CreationPolicy::Merge);
+        successor.metadata.uid = Some("uid-2".into());
+        assert!(ensure_not_foreign(Some(&created), &successor).is_err());
+        // Merged into (not created) by a predecessor of the same name: likewise.
+        let mut merged = annotated(&[(&format!("{MERGED_BY_PREFIX}uid-1"), "app")]);
+        managed_by(
+            &mut merged,
+            "vaultsync/app",
+            "Apply",
+            serde_json::json!({"f:data": {"f:password": {}}}),
+        );
+        assert!(ensure_not_foreign(Some(&merged), &successor).is_err());
+        assert!(ensure_not_foreign(Some(&merged), &merge).is_ok());
     }
 
     #[test]
