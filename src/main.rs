@@ -90,6 +90,11 @@ struct RunArgs {
     /// Timeout of one Key Vault or token request, in seconds.
     #[arg(long, env = "VAULTSYNC_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     request_timeout_seconds: u64,
+    /// Seconds a completed Key Vault read stays shared with identical reads after its
+    /// last use (never more than 60 s after it started); 0 shares only reads in flight.
+    /// Below the smallest refreshInterval (10 s), so an object refreshing alone reads again.
+    #[arg(long, env = "VAULTSYNC_SHARED_READ_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..10))]
+    shared_read_seconds: u64,
     /// Run only while holding the leader Lease, so that several replicas can run.
     #[arg(long, env = "VAULTSYNC_LEADER_ELECTION", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     leader_election: bool,
@@ -200,6 +205,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             api_version: args.key_vault_api_version.clone(),
             requests_per_second_per_vault: args.vault_requests_per_second,
             request_timeout: Duration::from_secs(args.request_timeout_seconds),
+            shared_read_idle: Duration::from_secs(args.shared_read_seconds),
             default_tenant_id: args.default_tenant_id.clone().or_else(|| {
                 std::env::var("AZURE_TENANT_ID")
                     .ok()

@@ -579,6 +579,13 @@ async fn read_all(
         .source
         .vault_url(&vsec.spec.vault_url)
         .map_err(|message| Failure::new(Reason::InvalidSpec, message))?;
+    // A shared read older than this object's last sync is never handed to it; the status
+    // keeps that time to the second, so the bound is the next second.
+    let fresher_than = vsec
+        .status
+        .as_ref()
+        .and_then(|s| s.last_sync_time.as_ref())
+        .map(|t| std::time::SystemTime::from(t.0) + Duration::from_secs(1));
     let pending: Vec<_> = vsec
         .spec
         .data
@@ -590,6 +597,7 @@ async fn read_all(
                 identity: identity.clone(),
                 name: entry.remote_ref.name.clone(),
                 version: entry.remote_ref.pinned_version().map(str::to_owned),
+                fresher_than,
             };
             (entry, request)
         })

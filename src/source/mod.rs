@@ -1,12 +1,13 @@
 //! Key Vault access behind the [`SecretSource`] trait: one client per (vault, identity),
-//! identical reads in flight shared, a per-vault request budget, errors classified into
+//! identical reads shared while in flight and for a short window after (one read per
+//! distinct secret per wave, see [`single_flight`]), a per-vault request budget, errors classified into
 //! the contract's reasons. The controller never sees HTTP.
 
 mod bounded;
 mod budget;
 mod error;
 pub mod identity;
-mod single_flight;
+pub mod single_flight;
 mod value;
 pub mod vault_url;
 
@@ -21,7 +22,7 @@ use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use bounded::Bounded;
 use budget::VaultBudget;
-use single_flight::SingleFlight;
+use single_flight::SharedReads;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,16 +39,23 @@ pub struct SecretRequest {
     pub name: String,
     /// `None`: the current version.
     pub version: Option<String>,
+    /// The requester's own last read happened before this instant: a shared read that
+    /// started earlier is too old for it ([`single_flight`]). `None`: any read within the
+    /// sharing window will do (first sync). Not part of [`SecretRequest::read_key`].
+    pub fresher_than: Option<std::time::SystemTime>,
 }
 
 impl SecretRequest {
     /// The key under which reads are shared: the request with its name in lowercase, since
     /// Key Vault secret names are case-insensitive (`Db-Password` and `db-password` are one
     /// secret, so one read). Names are ASCII (`^[0-9a-zA-Z-]{1,127}$`), so ASCII lowercase
-    /// is the whole rule. Vault URL, identity and version are kept as they are.
+    /// is the whole rule. Vault URL, identity and version are kept as they are;
+    /// `fresher_than` is left out (it says which reads may serve the request, not which
+    /// read it is).
     pub fn read_key(&self) -> SecretRequest {
         SecretRequest {
             name: self.name.to_ascii_lowercase(),
+            fresher_than: None,
             ..self.clone()
         }
     }
@@ -83,6 +91,10 @@ pub struct KeyVaultOptions {
     pub api_version: String,
     pub requests_per_second_per_vault: f64,
     pub request_timeout: Duration,
+    /// How long a completed read stays shared after its last use (the window of
+    /// [`single_flight`], at most [`single_flight::SHARE_MAX_AGE`] after the read started);
+    /// zero shares only reads in flight.
+    pub shared_read_idle: Duration,
     /// Tenant of ServiceAccounts without the `azure.workload.identity/tenant-id` annotation.
     pub default_tenant_id: Option<String>,
     /// Entra authority for ServiceAccount token exchanges; `None`: `AZURE_AUTHORITY_HOST`
@@ -102,7 +114,7 @@ pub struct KeyVaultSource {
     credentials: Mutex<Bounded<CredentialKey, Arc<dyn TokenCredential>>>,
     clients: Mutex<Bounded<(String, CredentialKey), Arc<SecretClient>>>,
     budgets: Mutex<HashMap<String, Arc<VaultBudget>>>,
-    in_flight: SingleFlight<SecretRequest, Result<Arc<FetchedSecret>, SourceError>>,
+    shared_reads: SharedReads<SecretRequest, Arc<FetchedSecret>, SourceError>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +152,7 @@ impl KeyVaultSource {
             Err(e) => tracing::warn!(error = %e, "no operator identity available"),
         }
         let capacity = options.max_cached_identities;
+        let shared_reads = SharedReads::new(options.shared_read_idle, single_flight::SHARE_MAX_AGE);
         Ok(Arc::new(Self {
             options,
             client_options,
@@ -149,7 +162,7 @@ impl KeyVaultSource {
             credentials: Mutex::new(Bounded::new(capacity)),
             clients: Mutex::new(Bounded::new(capacity)),
             budgets: Mutex::default(),
-            in_flight: SingleFlight::default(),
+            shared_reads,
         }))
     }
 
@@ -469,13 +482,16 @@ fn to_source_error(
 
 #[async_trait::async_trait]
 impl SecretSource for Arc<KeyVaultSource> {
-    /// Identical reads in flight at the same time share one Key Vault request; names that
-    /// differ only in case are identical ([`SecretRequest::read_key`]).
+    /// Identical reads share one Key Vault request while in flight and for a short window
+    /// after ([`single_flight`]); names that differ only in case are identical
+    /// ([`SecretRequest::read_key`]).
     async fn fetch(&self, request: &SecretRequest) -> Result<Arc<FetchedSecret>, SourceError> {
         let source = self.clone();
         let owned = request.clone();
-        self.in_flight
-            .run(&request.read_key(), move || source.read(owned))
+        self.shared_reads
+            .run(&request.read_key(), request.fresher_than, move || {
+                source.read(owned)
+            })
             .await
     }
 
@@ -497,6 +513,7 @@ mod tests {
             },
             name: name.into(),
             version: None,
+            fresher_than: None,
         }
     }
 

@@ -1,80 +1,422 @@
-//! Shares one execution among identical requests in flight at the same time: when many
-//! VaultSecrets read the same Key Vault secret at once, Key Vault sees one request.
+//! Shares Key Vault reads: identical requests in flight at the same moment share one run,
+//! and a completed read is shared for a short window afterwards, so that N VaultSecrets
+//! over K distinct Key Vault secrets cost K reads per wave instead of N, in whatever order
+//! the controller reconciles them.
+//!
+//! The window, and why it cannot serve a stale value past it:
+//! - A successful result stays shared for [`SHARE_IDLE`] after it completed, each share
+//!   pushing that end further by [`SHARE_IDLE`] (a wave keeps the entry alive while it is
+//!   being used), but never past [`SHARE_MAX_AGE`] after the read *started*. When the
+//!   window closes the entry is removed at once (a timer, not the next lookup), so the
+//!   result is dropped and its [`super::SecretBytes`] zeroed as soon as the reconciles that
+//!   took it are done with it. A request after the close is a new Key Vault read: no value
+//!   older than [`SHARE_MAX_AGE`] is ever handed out.
+//! - A request may also say which reads are too old for it (`fresher_than`: the caller's
+//!   own last read happened before that instant). A completed or running read that started
+//!   before it is not shared with that request: an object never gets back its own last
+//!   read, or anything older, as a "refresh".
+//! - A failure is shared for [`SHARE_IDLE`] after it completed, never extended. Sharing
+//!   `Throttled` is deliberate: Key Vault often answers 429 without `Retry-After`, and
+//!   letting each of N objects find that out for itself is the storm that keeps a vault
+//!   throttled. A secret created or granted right after a `SecretNotFound` or
+//!   `AccessDenied` is seen at most [`SHARE_IDLE`] later.
+//!
+//! The key is the whole read (vault, identity, lowercased name, version): two identities
+//! never share a read.
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
-type InFlight<V> = Shared<BoxFuture<'static, V>>;
+/// The default of how long a completed read stays shared after its last use (and a
+/// failure after it completed); `--shared-read-seconds` sets it. Shorter than the smallest
+/// `refreshInterval` (10 s), so an object refreshing alone always reads Key Vault again.
+pub const SHARE_IDLE: Duration = Duration::from_secs(5);
+/// The oldest a shared successful read can be when it is handed out, counted from the
+/// moment the read started. Long enough for a cold start or refresh wave of thousands of
+/// objects to be served by one read per secret; short next to any refresh interval worth
+/// having (a rotation reaches a Secret at most this much later than a private read would).
+pub const SHARE_MAX_AGE: Duration = Duration::from_secs(60);
 
-pub struct SingleFlight<K, V: Clone> {
-    in_flight: Mutex<HashMap<K, InFlight<V>>>,
+type Run<T, E> = Shared<BoxFuture<'static, Result<T, E>>>;
+
+enum Entry<T, E> {
+    Running {
+        id: u64,
+        /// When the read started, on the wall clock (compared with `fresher_than`) and on
+        /// the monotonic one (for the age bound).
+        started_at: SystemTime,
+        started: Instant,
+        run: Run<T, E>,
+    },
+    Done {
+        id: u64,
+        started_at: SystemTime,
+        result: Result<T, E>,
+        /// The window closes here; moved on by shares of a success, up to `last`.
+        closes: Instant,
+        last: Instant,
+    },
 }
 
-impl<K, V: Clone> Default for SingleFlight<K, V> {
+struct Table<K, T, E> {
+    next_id: u64,
+    entries: HashMap<K, Entry<T, E>>,
+}
+
+/// Shared reads keyed by `K`, with results `Result<T, E>` (cheap clones: `Arc`s).
+pub struct SharedReads<K, T, E> {
+    idle: Duration,
+    max_age: Duration,
+    table: Arc<Mutex<Table<K, T, E>>>,
+}
+
+impl<K, T, E> Default for SharedReads<K, T, E> {
     fn default() -> Self {
+        Self::new(SHARE_IDLE, SHARE_MAX_AGE)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The table holds no invariant a panicking holder could break half-way.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a read that started at `started_at` is recent enough for a caller whose own
+/// last read happened before `fresher_than`.
+fn fresh_enough(started_at: SystemTime, fresher_than: Option<SystemTime>) -> bool {
+    fresher_than.is_none_or(|bound| started_at >= bound)
+}
+
+impl<K, T, E> SharedReads<K, T, E> {
+    /// Reads shared for `idle` after their last use, never past `max_age` after they
+    /// started (the module docs' window, with other bounds for tests).
+    pub fn new(idle: Duration, max_age: Duration) -> Self {
         Self {
-            in_flight: Mutex::new(HashMap::new()),
+            idle,
+            max_age,
+            table: Arc::new(Mutex::new(Table {
+                next_id: 0,
+                entries: HashMap::new(),
+            })),
         }
     }
 }
 
-impl<K: Eq + Hash + Clone, V: Clone + Send + Sync + 'static> SingleFlight<K, V> {
-    /// Runs `make()` for `key`, unless a run for an equal key is in flight, whose result
-    /// is then shared. Results are not cached beyond the run.
-    pub async fn run<F>(&self, key: &K, make: impl FnOnce() -> F) -> V
+impl<K, T, E> SharedReads<K, T, E>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
+    /// The result for `key`: a running or recently completed read's if one started at or
+    /// after `fresher_than` (see the module docs for the window), else that of `make()`,
+    /// which is then shared in turn.
+    pub async fn run<F>(
+        &self,
+        key: &K,
+        fresher_than: Option<SystemTime>,
+        make: impl FnOnce() -> F,
+    ) -> Result<T, E>
     where
-        F: Future<Output = V> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let shared = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            match in_flight.get(key) {
-                Some(existing) => existing.clone(),
-                None => {
-                    let fut = make().boxed().shared();
-                    in_flight.insert(key.clone(), fut.clone());
-                    fut
+        let (id, run) = {
+            let mut table = lock(&self.table);
+            let now = Instant::now();
+            match table.entries.get_mut(key) {
+                Some(Entry::Running {
+                    id,
+                    started_at,
+                    run,
+                    ..
+                }) if fresh_enough(*started_at, fresher_than) => (*id, run.clone()),
+                Some(Entry::Done {
+                    started_at,
+                    result,
+                    closes,
+                    last,
+                    ..
+                }) if now < *closes && fresh_enough(*started_at, fresher_than) => {
+                    if result.is_ok() {
+                        *closes = (now + self.idle).min(*last);
+                    }
+                    return result.clone();
+                }
+                _ => {
+                    let id = table.next_id;
+                    table.next_id += 1;
+                    let run = make().boxed().shared();
+                    table.entries.insert(
+                        key.clone(),
+                        Entry::Running {
+                            id,
+                            started_at: SystemTime::now(),
+                            started: now,
+                            run: run.clone(),
+                        },
+                    );
+                    (id, run)
                 }
             }
         };
-        let result = shared.clone().await;
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the run this caller joined is removed; a newer one may have replaced it.
-        if in_flight.get(key).is_some_and(|f| f.ptr_eq(&shared)) {
-            in_flight.remove(key);
-        }
+        let result = run.await;
+        self.complete(key, id, &result);
         result
+    }
+
+    /// Turns the run `id` into a completed entry (once: later joiners find it done) and
+    /// starts the timer that removes it when its window closes.
+    fn complete(&self, key: &K, id: u64, result: &Result<T, E>) {
+        let closes = {
+            let mut table = lock(&self.table);
+            let Some(Entry::Running { id: running, .. }) = table.entries.get(key) else {
+                return;
+            };
+            if *running != id {
+                return;
+            }
+            let Some(Entry::Running {
+                started_at,
+                started,
+                ..
+            }) = table.entries.remove(key)
+            else {
+                return;
+            };
+            let now = Instant::now();
+            let last = started + self.max_age;
+            let closes = if result.is_ok() {
+                (now + self.idle).min(last)
+            } else {
+                now + self.idle
+            };
+            if closes <= now {
+                return;
+            }
+            table.entries.insert(
+                key.clone(),
+                Entry::Done {
+                    id,
+                    started_at,
+                    result: result.clone(),
+                    closes,
+                    last,
+                },
+            );
+            closes
+        };
+        tokio::spawn(close_when_due(
+            Arc::downgrade(&self.table),
+            key.clone(),
+            id,
+            closes,
+        ));
+    }
+
+    /// Entries held (running or within their window); for tests.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        lock(&self.table).entries.len()
+    }
+}
+
+/// Removes the completed entry `id` of `key` when its window closes, following any
+/// extension; stops if the entry was replaced or the table is gone.
+async fn close_when_due<K: Eq + Hash, T, E>(
+    table: Weak<Mutex<Table<K, T, E>>>,
+    key: K,
+    id: u64,
+    mut closes: Instant,
+) {
+    loop {
+        tokio::time::sleep_until(closes).await;
+        let Some(table) = table.upgrade() else { return };
+        let mut table = lock(&table);
+        match table.entries.get(&key) {
+            Some(Entry::Done {
+                id: done,
+                closes: c,
+                ..
+            }) if *done == id => {
+                if *c <= Instant::now() {
+                    // Dropped here; the value's bytes are zeroed once the last reconcile
+                    // holding a clone lets go of it.
+                    table.entries.remove(&key);
+                    return;
+                }
+                closes = *c;
+            }
+            _ => return,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::SingleFlight;
-    use std::sync::Arc;
+    use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
-    #[tokio::test]
-    async fn concurrent_identical_requests_share_one_run_and_later_ones_run_again() {
-        let flights = Arc::new(SingleFlight::<&'static str, usize>::default());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let call = |key: &'static str| {
-            let (flights, runs) = (flights.clone(), runs.clone());
-            async move {
-                flights
-                    .run(&key, || async move {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        runs.fetch_add(1, Ordering::SeqCst) + 1
-                    })
-                    .await
-            }
-        };
-        let results = futures::future::join_all((0..10).map(|_| call("a"))).await;
+    type Reads = SharedReads<&'static str, usize, String>;
+
+    /// A read of `key` that takes 50 ms and returns how many reads ran so far, or fails
+    /// with that count when `fail` is set.
+    async fn read(
+        reads: &Reads,
+        runs: &Arc<AtomicUsize>,
+        key: &'static str,
+        fresher_than: Option<SystemTime>,
+        fail: bool,
+    ) -> Result<usize, String> {
+        let runs = runs.clone();
+        reads
+            .run(&key, fresher_than, move || async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                if fail {
+                    Err(format!("failed {n}"))
+                } else {
+                    Ok(n)
+                }
+            })
+            .await
+    }
+
+    fn setup() -> (Reads, Arc<AtomicUsize>) {
+        (
+            SharedReads::new(Duration::from_secs(5), Duration::from_secs(60)),
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_identical_reads_share_one_run() {
+        let (reads, runs) = setup();
+        let results =
+            futures::future::join_all((0..10).map(|_| read(&reads, &runs, "a", None, false))).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(results.iter().all(|r| *r == 1));
-        assert_eq!(call("b").await, 2, "another key runs on its own");
-        assert_eq!(call("a").await, 3, "a finished run is not cached");
+        assert!(results.iter().all(|r| *r == Ok(1)));
+        assert_eq!(read(&reads, &runs, "b", None, false).await, Ok(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_read_is_shared_within_the_window_and_dropped_when_it_closes() {
+        let (reads, runs) = setup();
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1), "shared");
+        // The share moved the close to 4 s + 5 s: still open at 8 s.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            read(&reads, &runs, "a", None, false).await,
+            Ok(1),
+            "extended"
+        );
+        // Unused for 5 s: the timer removes the entry, and the next request reads again.
+        tokio::time::sleep(Duration::from_secs(5) + Duration::from_millis(1)).await;
+        assert_eq!(reads.held(), 0, "the value is not held after the window");
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_value_is_released_when_the_window_closes() {
+        let reads = SharedReads::<&'static str, Arc<String>, String>::new(
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        );
+        let value = reads
+            .run(&"a", None, || async { Ok(Arc::new("value".to_owned())) })
+            .await
+            .unwrap();
+        let weak = Arc::downgrade(&value);
+        drop(value);
+        assert!(weak.upgrade().is_some(), "held for the window");
+        tokio::time::sleep(Duration::from_secs(5) + Duration::from_millis(1)).await;
+        // Nothing holds it any more: its bytes (SecretBytes in the source) are zeroed.
+        assert!(weak.upgrade().is_none(), "released when the window closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_in_any_order_reads_each_key_once() {
+        let (reads, runs) = setup();
+        // 300 requests over 3 keys, one every 100 ms for 30 s, in an order that never
+        // asks for the same key twice in a row.
+        for i in 0..300 {
+            let key = ["a", "b", "c"][(i * 7) % 3];
+            read(&reads, &runs, key, None, false).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_value_is_shared_past_the_maximum_age_however_busy() {
+        let (reads, runs) = setup();
+        let first = Instant::now();
+        let mut seen = Vec::new();
+        // A request every second for 150 s keeps the window busy all along.
+        while first.elapsed() < Duration::from_secs(150) {
+            let asked = Instant::now();
+            let n = read(&reads, &runs, "a", None, false).await.unwrap();
+            seen.push((asked, n));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "one read per 60 s");
+        // Read n started at the first request that got n; none is served 60 s after it.
+        for n in 1..=3 {
+            let mine: Vec<_> = seen.iter().filter(|(_, m)| *m == n).collect();
+            let age = mine.last().unwrap().0 - mine.first().unwrap().0;
+            assert!(
+                age < Duration::from_secs(60),
+                "read {n} served {age:?} after it"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_older_than_the_callers_own_is_not_shared() {
+        let (reads, runs) = setup();
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1));
+        let after_it = SystemTime::now() + Duration::from_secs(3600);
+        assert_eq!(
+            read(&reads, &runs, "a", Some(after_it), false).await,
+            Ok(2),
+            "a caller whose last read is newer reads again"
+        );
+        let before_it = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(
+            read(&reads, &runs, "a", Some(before_it), false).await,
+            Ok(2)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_shared_for_the_window_without_extension() {
+        let (reads, runs) = setup();
+        assert_eq!(
+            read(&reads, &runs, "a", None, true).await,
+            Err("failed 1".into())
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            read(&reads, &runs, "a", None, true).await,
+            Err("failed 1".into()),
+            "a throttled vault is not asked again by every object"
+        );
+        // 5 s after the failure, however often it was shared, it is asked again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn different_keys_never_share() {
+        let (reads, runs) = setup();
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1));
+        assert_eq!(read(&reads, &runs, "b", None, false).await, Ok(2));
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1));
     }
 }

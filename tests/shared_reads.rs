@@ -1,0 +1,181 @@
+//! One Key Vault read per distinct secret: many VaultSecrets over a few Key Vault secrets,
+//! on the real operator binary, counted at the gateway (authorized GETs only: the SDK's
+//! token-less first request is answered by the challenge and reads nothing).
+
+mod common;
+
+use common::keyvault::KeyVault;
+use common::operator::*;
+use common::*;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vaultsync::api::VaultSecret;
+
+/// Authorized GETs of `kv_name` at the gateway, in any spelling of the name.
+async fn reads(doubles: &Doubles, kv_name: &str) -> u64 {
+    let stats = doubles.stats().await;
+    stats["vaultAuthorized"]["GET"]
+        .as_object()
+        .map(|by_name| {
+            by_name
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(kv_name))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Each object's `lastSyncTime` once all `n` objects across `apis` are Ready; panics
+/// if any fails. The bound only keeps a broken run from hanging.
+async fn all_synced(apis: &[&Api<VaultSecret>], n: usize) -> BTreeMap<String, String> {
+    let mut last = String::new();
+    for _ in 0..960 {
+        let mut synced = BTreeMap::new();
+        for api in apis {
+            for v in api.list(&Default::default()).await.unwrap().items {
+                let Some(c) = v.ready_condition() else {
+                    continue;
+                };
+                assert_eq!(c.reason, "Synced", "{:?}: {}", v.metadata.name, c.message);
+                let at = v
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_sync_time.as_ref())
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default();
+                synced.insert(
+                    format!("{:?}/{:?}", v.metadata.namespace, v.metadata.name),
+                    at,
+                );
+            }
+        }
+        if synced.len() == n {
+            return synced;
+        }
+        last = format!("{} of {n} synced", synced.len());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("not all VaultSecrets synced: {last}");
+}
+
+fn spec(kv_name: &str, identity: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({
+        "vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
+        "refreshInterval": "30s",
+        "data": [{"key": "value", "remoteRef": {"name": kv_name}}],
+    });
+    if let Some(sa) = identity {
+        spec["identity"] = json!({"serviceAccountName": sa});
+    }
+    spec
+}
+
+#[tokio::test]
+async fn sixty_objects_over_three_secrets_read_key_vault_three_times_per_wave() {
+    let s = setup().await;
+    let other_ns = TempNamespace::create(&s.client).await;
+    let other = Api::<VaultSecret>::namespaced(s.client.clone(), &other_ns.name);
+    let prefix = unique("shared");
+    let names: Vec<String> = (0..3).map(|i| format!("{prefix}-{i}")).collect();
+    let vault = KeyVault::first();
+    for name in &names {
+        vault.set(name, "shared-value").await;
+    }
+    // Created before the operator starts: a cold start, reconciled in whatever order the
+    // controller's queue gives. Names are spelled in two cases: one secret, one read.
+    for i in 0..60 {
+        let kv_name = if i % 2 == 0 {
+            names[i % 3].clone()
+        } else {
+            names[i % 3].to_uppercase()
+        };
+        let api = if i < 30 { &s.vsecs } else { &other };
+        api.create(
+            &PostParams::default(),
+            &vault_secret(&format!("app-{i}"), spec(&kv_name, None)),
+        )
+        .await
+        .unwrap();
+    }
+    let client_id = operator_identity(
+        &s.doubles,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let namespaces = format!("{},{}", s.ns.name, other_ns.name);
+    let _operator = Operator::start(&namespaces, &client_id, &[]);
+
+    let first = all_synced(&[&s.vsecs, &other], 60).await;
+    for name in &names {
+        assert_eq!(reads(&s.doubles, name).await, 1, "cold start, {name}");
+    }
+
+    // The refresh wave: every object refreshes once (lastSyncTime moves on); each secret
+    // is read once more. Refreshes come 30-33 s after each sync, so no object refreshes
+    // twice before the last one has refreshed once.
+    let mut pending = first.clone();
+    for _ in 0..960 {
+        let now = all_synced(&[&s.vsecs, &other], 60).await;
+        pending.retain(|k, at| now.get(k) == Some(at));
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(pending.is_empty(), "not refreshed: {pending:?}");
+    for name in &names {
+        assert_eq!(reads(&s.doubles, name).await, 2, "refresh wave, {name}");
+    }
+}
+
+#[tokio::test]
+async fn two_identities_never_share_a_read() {
+    let s = setup().await;
+    let kv_name = unique("per-identity");
+    KeyVault::first().set(&kv_name, "value").await;
+    let sa_client_id = uuid::Uuid::new_v4().to_string();
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("app".into()),
+            annotations: Some(
+                [(
+                    "azure.workload.identity/client-id".to_owned(),
+                    sa_client_id.clone(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(s.client.clone(), &s.ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    s.doubles.federate(&sa_client_id, &s.ns.name, "app").await;
+    s.doubles.grant(&sa_client_id, &[&kv_name]).await;
+    // Ten objects read as the operator, ten as the ServiceAccount, interleaved.
+    for i in 0..20 {
+        let identity = (i % 2 == 1).then_some("app");
+        s.vsecs
+            .create(
+                &PostParams::default(),
+                &vault_secret(&format!("app-{i}"), spec(&kv_name, identity)),
+            )
+            .await
+            .unwrap();
+    }
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let _operator = Operator::start(&s.ns.name, &client_id, &[]);
+    all_synced(&[&s.vsecs], 20).await;
+    assert_eq!(
+        reads(&s.doubles, &kv_name).await,
+        2,
+        "one read per identity"
+    );
+}
