@@ -152,7 +152,12 @@ impl KeyVaultSource {
             Err(e) => tracing::warn!(error = %e, "no operator identity available"),
         }
         let capacity = options.max_cached_identities;
-        let shared_reads = SharedReads::new(options.shared_read_idle, single_flight::SHARE_MAX_AGE);
+        // Identity errors come before Key Vault is asked: each attempt asks Entra again.
+        let shared_reads = SharedReads::new(
+            options.shared_read_idle,
+            single_flight::SHARE_MAX_AGE,
+            |e| !matches!(e, SourceError::Identity { .. }),
+        );
         Ok(Arc::new(Self {
             options,
             client_options,

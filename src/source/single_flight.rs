@@ -19,7 +19,10 @@
 //!   `Throttled` is deliberate: Key Vault often answers 429 without `Retry-After`, and
 //!   letting each of N objects find that out for itself is the storm that keeps a vault
 //!   throttled. A secret created or granted right after a `SecretNotFound` or
-//!   `AccessDenied` is seen at most [`SHARE_IDLE`] later.
+//!   `AccessDenied` is seen at most [`SHARE_IDLE`] later. Which failures are shared is the
+//!   caller's rule: the Key Vault source shares every failure but an identity error (made
+//!   before Key Vault is asked: each attempt asks Entra again, so a fixed federation works
+//!   at the next attempt and each message carries that attempt's trace id).
 //!
 //! The key is the whole read (vault, identity, lowercased name, version): two identities
 //! never share a read.
@@ -72,13 +75,9 @@ struct Table<K, T, E> {
 pub struct SharedReads<K, T, E> {
     idle: Duration,
     max_age: Duration,
+    /// Whether a failure is shared for the window (else only while in flight).
+    share_failure: fn(&E) -> bool,
     table: Arc<Mutex<Table<K, T, E>>>,
-}
-
-impl<K, T, E> Default for SharedReads<K, T, E> {
-    fn default() -> Self {
-        Self::new(SHARE_IDLE, SHARE_MAX_AGE)
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,11 +93,13 @@ fn fresh_enough(started_at: SystemTime, fresher_than: Option<SystemTime>) -> boo
 
 impl<K, T, E> SharedReads<K, T, E> {
     /// Reads shared for `idle` after their last use, never past `max_age` after they
-    /// started (the module docs' window, with other bounds for tests).
-    pub fn new(idle: Duration, max_age: Duration) -> Self {
+    /// started (the module docs' window, with other bounds for tests); failures for which
+    /// `share_failure` is true are shared for `idle` after they completed.
+    pub fn new(idle: Duration, max_age: Duration, share_failure: fn(&E) -> bool) -> Self {
         Self {
             idle,
             max_age,
+            share_failure,
             table: Arc::new(Mutex::new(Table {
                 next_id: 0,
                 entries: HashMap::new(),
@@ -190,10 +191,10 @@ where
             };
             let now = Instant::now();
             let last = started + self.max_age;
-            let closes = if result.is_ok() {
-                (now + self.idle).min(last)
-            } else {
-                now + self.idle
+            let closes = match result {
+                Ok(_) => (now + self.idle).min(last),
+                Err(e) if (self.share_failure)(e) => now + self.idle,
+                Err(_) => return,
             };
             if closes <= now {
                 return;
@@ -288,7 +289,7 @@ mod tests {
 
     fn setup() -> (Reads, Arc<AtomicUsize>) {
         (
-            SharedReads::new(Duration::from_secs(5), Duration::from_secs(60)),
+            SharedReads::new(Duration::from_secs(5), Duration::from_secs(60), |_| true),
             Arc::new(AtomicUsize::new(0)),
         )
     }
@@ -327,6 +328,7 @@ mod tests {
         let reads = SharedReads::<&'static str, Arc<String>, String>::new(
             Duration::from_secs(5),
             Duration::from_secs(60),
+            |_| true,
         );
         let value = reads
             .run(&"a", None, || async { Ok(Arc::new("value".to_owned())) })
@@ -409,6 +411,15 @@ mod tests {
         );
         // 5 s after the failure, however often it was shared, it is asked again.
         tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_the_rule_does_not_share_is_asked_again_at_once() {
+        let reads: Reads =
+            SharedReads::new(Duration::from_secs(5), Duration::from_secs(60), |_| false);
+        let runs = Arc::new(AtomicUsize::new(0));
+        assert!(read(&reads, &runs, "a", None, true).await.is_err());
         assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(2));
     }
 
