@@ -43,18 +43,47 @@ async fn start(s: &Setup, kv_names: &[&str], value: &str) -> Operator {
 /// Another team's Secret, as they would write it: a server-side apply by field manager
 /// `team-b`, so the API server records them as the owner of its keys.
 async fn team_b_secret(s: &Setup, name: &str, annotations: Value) {
-    let secret = json!({
+    // `data`, not `stringData`: the API server records owners of the fields sent, and
+    // `stringData` is folded into `data` after that.
+    let data = json!({"data": {"password": base64(b"theirs"), "other": base64(b"kept")}});
+    team_b_applies(s, name, annotations, data).await;
+}
+
+/// A server-side apply by field manager `team-b` of a Secret with `fields` (its `data`
+/// or `stringData`).
+async fn team_b_applies(s: &Setup, name: &str, annotations: Value, fields: Value) {
+    let mut secret = json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name, "annotations": annotations},
-        // `data`, not `stringData`: the API server records owners of the fields sent, and
-        // `stringData` is folded into `data` after that.
-        "data": {"password": base64(b"theirs"), "other": base64(b"kept")},
     });
+    secret
+        .as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
     s.secrets
         .patch(name, &PatchParams::apply("team-b"), &Patch::Apply(&secret))
         .await
         .expect("team-b applies its Secret");
+}
+
+/// Merge VaultSecret "app" declaring key `password` into Secret "shared", with an operator
+/// reading "ours" from `kv_name`: the operator, still running, and the
+/// `OwnershipConflict` message it ends in.
+async fn merge_app_into_shared_conflict(s: &Setup, kv_name: &str) -> (Operator, String) {
+    let operator = start(s, &[kv_name], "ours").await;
+    create(
+        s,
+        "app",
+        spec(
+            "password",
+            kv_name,
+            json!({"name": "shared", "creationPolicy": "Merge"}),
+        ),
+    )
+    .await;
+    let text = message(&wait_reason(&s.vsecs, "app", "OwnershipConflict").await);
+    (operator, text)
 }
 
 async fn data_of(s: &Setup, name: &str) -> BTreeMap<String, Vec<u8>> {
@@ -93,19 +122,7 @@ async fn merge_never_takes_a_key_another_field_manager_owns() {
     let kv_name = unique("taken");
     // Team B let "app" in, but owns the key "app" declares.
     team_b_secret(&s, "shared", json!({"vaultsync.io/merge-from": "app"})).await;
-    let _operator = start(&s, &[&kv_name], "ours").await;
-    create(
-        &s,
-        "app",
-        spec(
-            "password",
-            &kv_name,
-            json!({"name": "shared", "creationPolicy": "Merge"}),
-        ),
-    )
-    .await;
-    let vsec = wait_reason(&s.vsecs, "app", "OwnershipConflict").await;
-    let text = message(&vsec);
+    let (_operator, text) = merge_app_into_shared_conflict(&s, &kv_name).await;
     assert!(text.contains("\"team-b\""), "names the manager: {text}");
     assert!(text.contains(".data.password"), "names the key: {text}");
     assert!(!text.contains("ours") && !text.contains("theirs"), "{text}");
@@ -132,33 +149,14 @@ async fn merge_never_takes_a_key_another_field_manager_owns() {
 async fn merge_never_takes_a_key_another_team_wrote_through_string_data() {
     let s = setup().await;
     let kv_name = unique("taken-sd");
-    let secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "shared", "annotations": {"vaultsync.io/merge-from": "app"}},
-        "stringData": {"password": "theirs"},
-    });
-    s.secrets
-        .patch(
-            "shared",
-            &PatchParams::apply("team-b"),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .expect("team-b applies its Secret");
-    let _operator = start(&s, &[&kv_name], "ours").await;
-    create(
+    team_b_applies(
         &s,
-        "app",
-        spec(
-            "password",
-            &kv_name,
-            json!({"name": "shared", "creationPolicy": "Merge"}),
-        ),
+        "shared",
+        json!({"vaultsync.io/merge-from": "app"}),
+        json!({"stringData": {"password": "theirs"}}),
     )
     .await;
-    let vsec = wait_reason(&s.vsecs, "app", "OwnershipConflict").await;
-    let text = message(&vsec);
+    let (_operator, text) = merge_app_into_shared_conflict(&s, &kv_name).await;
     assert!(text.contains("\"team-b\""), "names the manager: {text}");
     assert!(
         text.contains(".stringData.password"),

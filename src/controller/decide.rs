@@ -730,6 +730,7 @@ pub fn previous_failure(status: &VaultSecretStatus) -> Option<&Condition> {
 pub fn failure_fingerprint(message: &str) -> String {
     static VARYING: std::sync::LazyLock<[(regex::Regex, &str); 3]> =
         std::sync::LazyLock::new(|| {
+            // Constant patterns, compiled by this module's unit tests: they cannot fail here.
             let re = |pattern: &str| regex::Regex::new(pattern).expect("a valid pattern");
             [
                 (
