@@ -130,6 +130,35 @@ pub fn plan_read(input: &PlanInput<'_>) -> ReadPlan {
     }
 }
 
+/// The oldest start a shared Key Vault read may have to serve a read made for `cause`
+/// (`None`: any read within the sharing window, see [`crate::source::single_flight`]).
+///
+/// The object's own last read must never come back as a new one, and `lastSyncTime` keeps
+/// only whole seconds of the reconcile that made it, which can begin a second or more
+/// before its read does (an identity exchange comes first). So:
+/// - a drift repair or a requested refresh (`vaultsync.io/refresh`) shares only reads that
+///   start at or after `now`, the start of this reconcile: the user asked for Key Vault as
+///   it is now, and the object's own earlier reads all started before;
+/// - a due refresh shares reads that started after both `last_sync` plus one second and
+///   half an interval ago (the object's own last read started about one interval ago);
+/// - a first sync or a retry shares reads that started after `last_sync` plus one second.
+pub fn shared_read_floor(
+    cause: ReadCause,
+    last_sync: Option<Timestamp>,
+    interval: Duration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let after_last = last_sync.map(|t| t + Duration::from_secs(1));
+    match cause {
+        ReadCause::Drift | ReadCause::Requested => Some(now),
+        ReadCause::RefreshDue => {
+            let half_ago = now.checked_sub(interval / 2).ok();
+            after_last.max(half_ago)
+        }
+        ReadCause::NotSynced => after_last,
+    }
+}
+
 /// Why a fetched value cannot be written; the key names which entry. Messages name the
 /// key, the Key Vault secret, the property and dates, never any part of the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -827,6 +856,52 @@ pub fn retry_delay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requested_refresh_or_drift_repair_never_shares_a_read_begun_before_it() {
+        // lastSyncTime keeps whole seconds: a sync whose reconcile began at 100.9 s and
+        // whose read began at 101.2 s is recorded as 100 s. A floor of lastSync + 1 s would
+        // let that very read (started at 101.2 s) serve a refresh asked for at 101.5 s.
+        let last = Timestamp::from_second(100).unwrap();
+        let own_read = Timestamp::from_second(101).unwrap() + Duration::from_millis(200);
+        let now = Timestamp::from_second(101).unwrap() + Duration::from_millis(500);
+        let hour = Duration::from_secs(3600);
+        for cause in [ReadCause::Requested, ReadCause::Drift] {
+            let floor = shared_read_floor(cause, Some(last), hour, now).unwrap();
+            assert!(own_read < floor, "{cause:?}: {floor}");
+            assert_eq!(floor, now);
+        }
+    }
+
+    #[test]
+    fn a_due_refresh_shares_only_reads_from_the_last_half_interval() {
+        let interval = Duration::from_secs(10);
+        let last = Timestamp::from_second(100).unwrap();
+        // The object's own read began late in second 100 or early in 101; the refresh is
+        // due ten seconds on: reads begun before 106 s are too old for it.
+        let now = Timestamp::from_second(111).unwrap();
+        let floor = shared_read_floor(ReadCause::RefreshDue, Some(last), interval, now).unwrap();
+        assert_eq!(floor, Timestamp::from_second(106).unwrap());
+        // With an hour, the bound is the last sync's next second (a wave shares freely).
+        let hour = Duration::from_secs(3600);
+        let floor = shared_read_floor(ReadCause::RefreshDue, Some(last), hour, now).unwrap();
+        assert_eq!(floor, Timestamp::from_second(101).unwrap());
+    }
+
+    #[test]
+    fn a_first_sync_shares_any_read_and_a_retry_any_after_its_last_sync() {
+        let now = Timestamp::from_second(500).unwrap();
+        let interval = Duration::from_secs(3600);
+        assert_eq!(
+            shared_read_floor(ReadCause::NotSynced, None, interval, now),
+            None
+        );
+        let last = Timestamp::from_second(400).unwrap();
+        assert_eq!(
+            shared_read_floor(ReadCause::NotSynced, Some(last), interval, now),
+            Some(Timestamp::from_second(401).unwrap())
+        );
+    }
 
     fn fetched(value: &str) -> FetchedSecret {
         FetchedSecret {

@@ -479,7 +479,13 @@ async fn sync(
         }
         _ => BTreeMap::new(),
     };
-    let data = read_all(vsec, &identity, ctx, kept).await?;
+    let floor = decide::shared_read_floor(
+        cause,
+        status.last_sync_time.as_ref().map(|t| t.0),
+        interval,
+        now,
+    );
+    let data = read_all(vsec, &identity, ctx, kept, floor).await?;
     let values: BTreeMap<String, SecretBytes> = data
         .iter()
         .map(|(k, (v, _))| (k.clone(), v.clone()))
@@ -572,6 +578,7 @@ async fn read_all(
     identity: &IdentityRef,
     ctx: &Context,
     kept: BTreeMap<String, (SecretBytes, String)>,
+    floor: Option<Timestamp>,
 ) -> Result<BTreeMap<String, (SecretBytes, String)>, Failure> {
     // Normalised, so that spellings of one vault share its client, reads and budget; a
     // host that is not a vault this operator calls is a spec error, and nothing is sent.
@@ -579,13 +586,8 @@ async fn read_all(
         .source
         .vault_url(&vsec.spec.vault_url)
         .map_err(|message| Failure::new(Reason::InvalidSpec, message))?;
-    // A shared read older than this object's last sync is never handed to it; the status
-    // keeps that time to the second, so the bound is the next second.
-    let fresher_than = vsec
-        .status
-        .as_ref()
-        .and_then(|s| s.last_sync_time.as_ref())
-        .map(|t| std::time::SystemTime::from(t.0) + Duration::from_secs(1));
+    // A shared read that started before the floor is never handed to this object.
+    let fresher_than = floor.map(std::time::SystemTime::from);
     let pending: Vec<_> = vsec
         .spec
         .data
