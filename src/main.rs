@@ -24,12 +24,41 @@ struct Cli {
     command: Command,
 }
 
+/// `vaultsync convert`: all files converted before anything is printed, so an error in
+/// one prints nothing half-way.
+fn convert(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for file in files {
+        let (origin, source) = if file.as_os_str() == "-" {
+            let mut source = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut source)
+                .context("cannot read standard input")?;
+            ("standard input".to_owned(), source)
+        } else {
+            let source = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            (file.display().to_string(), source)
+        };
+        all.extend(vaultsync::convert::convert_stream(&source, &origin)?);
+    }
+    print!("{}", vaultsync::convert::render(&all)?);
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the VaultSecret CustomResourceDefinition as YAML.
     Crd,
     /// Run the operator.
     Run(Box<RunArgs>),
+    /// Print VaultSecret manifests equivalent to SecretProviderClass manifests (Secrets
+    /// Store CSI driver, Azure provider); what has no equivalent is listed as comments.
+    Convert {
+        /// Files of SecretProviderClass manifests (`-`: standard input); other kinds in
+        /// them are skipped with a note.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Every flag can also be set as `VAULTSYNC_<FLAG>` (upper case, `-` as `_`).
@@ -139,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", vaultsync::crd::crd_yaml()?);
             Ok(())
         }
+        Command::Convert { files } => convert(&files),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
