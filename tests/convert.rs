@@ -56,6 +56,15 @@ fn the_articles_class_converts_to_the_recorded_manifest_from_a_file_and_from_std
 }
 
 #[test]
+fn the_readme_shows_the_articles_conversion_as_it_is() {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(include_str!("fixtures/spc.vaultsecret.yaml")),
+        "README.md's `vaultsync convert` example differs from tests/fixtures/spc.vaultsecret.yaml"
+    );
+}
+
+#[test]
 fn a_file_that_cannot_be_converted_fails_and_prints_no_manifest() {
     let missing = convert(
         &["tests/fixtures/spc.yaml", "tests/fixtures/absent.yaml"],
