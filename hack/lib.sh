@@ -26,11 +26,16 @@ PY
 # A process started by start_component is the leader of its own session, so stopping its
 # process group stops its children too. The pid file records pid and name; the name is
 # checked against /proc before any signal, so a reused pid is never killed.
+#
+# The command line is kept in cmds/NAME.cmd (and the health check in cmds/NAME.health by
+# wait_healthy), so that hack/testenv-restart.sh can start the component again with the
+# same ports, flags and state. A restart appends to the log rather than truncating it.
 start_component() {
   local name=$1
   shift
-  mkdir -p "$state_dir/pids" "$state_dir/logs"
-  setsid "$@" >"$state_dir/logs/$name.log" 2>&1 </dev/null &
+  mkdir -p "$state_dir/pids" "$state_dir/logs" "$state_dir/cmds"
+  printf '%q ' "$@" >"$state_dir/cmds/$name.cmd"
+  setsid "$@" >>"$state_dir/logs/$name.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid $name" >"$state_dir/pids/$name.pid"
   # Until the forked shell has exec'd the program, /proc shows the shell's command line
@@ -74,6 +79,8 @@ stop_component() {
 wait_healthy() {
   local name=$1 seconds=$2
   shift 2
+  mkdir -p "$state_dir/cmds"
+  printf '%q ' "$@" >"$state_dir/cmds/$name.health"
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
     if ! component_alive "$name"; then

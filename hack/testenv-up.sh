@@ -33,6 +33,8 @@ if [[ -f "$state_dir/env.sh" ]]; then
   for c in "${components[@]}"; do component_alive "$c" || healthy=false; done
   # An env.sh from before the per-host vault flags would start operators that refuse
   # the environment's vaults: such an environment is restarted.
+  # An environment without recorded command lines cannot restart a component.
+  [[ -f "$state_dir/cmds/kube-apiserver.cmd" ]] || healthy=false
   # shellcheck source=/dev/null
   if $healthy && (source "$state_dir/env.sh" && [[ "$VAULTSYNC_TEST_KEYVAULT" == "$keyvault_backend" ]] &&
     [[ -n "${VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR:-}" ]] &&
