@@ -145,6 +145,16 @@ struct RunArgs {
         default_value_t = 15
     )]
     leader_election_lease_seconds: u64,
+    /// Seconds after SIGTERM that running reconciles may take to finish before they are
+    /// stopped; then the leader Lease is released (at most 5 s more) and the process
+    /// exits. Keep it plus 5 below the pod's terminationGracePeriodSeconds (the chart
+    /// checks: 20 + 5 < 30).
+    #[arg(long, env = "VAULTSYNC_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
+    shutdown_timeout_seconds: u64,
+    /// Export vaultsync_vaultsecret_last_success_timestamp_seconds with namespace and name
+    /// labels: one series per VaultSecret, for teams that alert per object.
+    #[arg(long, env = "VAULTSYNC_PER_OBJECT_METRICS", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    per_object_metrics: bool,
     /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "VAULTSYNC_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -226,7 +236,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "vaultsync-system".to_owned());
     // Before anything runs: every replica marks Secrets with the one shared key.
     let hash_key = data_hash::load_or_create_key(&client, &operator_namespace).await?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(args.per_object_metrics));
     let readiness = Arc::new(Readiness::default());
     let source = KeyVaultSource::new(
         KeyVaultOptions {
@@ -245,7 +255,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_cached_identities: args.max_cached_identities,
         },
         Some(client.clone()),
-        metrics.service_account_token_requests.clone(),
+        metrics.source.clone(),
     )?;
     let watch_health = Arc::new(telemetry::WatchHealth::new(Duration::from_secs(
         args.watch_failure_threshold_seconds,
@@ -282,10 +292,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         )
     });
+    let stopping = shutdown_signal()?;
     if let Some(elector) = &elector {
         // A follower knows its role once it has read the Lease: ready, and waiting.
         let standby = readiness.clone();
-        elector.acquire(move || standby.set_ready()).await;
+        tokio::select! {
+            () = elector.acquire(move || standby.set_ready()) => {}
+            () = stopping.clone() => {
+                tracing::info!("stopping while waiting for the leader Lease; nothing to release");
+                return Ok(());
+            }
+        }
     }
     let lost = async {
         match &elector {
@@ -293,19 +310,68 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        result = controller::run(client, Arc::new(source), metrics, readiness, watch_health, config, hash_key) => {
-            // The controller ends on SIGTERM/SIGINT: hand leadership over at once.
-            if let Some(elector) = &elector {
-                elector.release().await;
-            }
-            result
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
+    let deadline = {
+        let stopping = stopping.clone();
+        async move {
+            stopping.await;
+            tokio::time::sleep(shutdown_timeout).await;
         }
+    };
+    let outcome = tokio::select! {
+        // Ends after SIGTERM/SIGINT once the running reconciles have finished.
+        result = controller::run(client, Arc::new(source), metrics, controller::Health { readiness, watches: watch_health }, config, hash_key, stopping.clone()) => result,
+        () = deadline => {
+            // Dropping the controller cancels the reconciles still running: each write is
+            // one request, so an object is left as the last finished write made it, and
+            // the next leader decides it again from what it reads.
+            tracing::warn!(timeout_seconds = shutdown_timeout.as_secs(), "reconciles still running at the shutdown deadline; stopping them");
+            Ok(())
+        }
+        // Renewals go on while the reconciles finish, so the Lease cannot run out meanwhile.
         _ = lost => anyhow::bail!("lost the leader Lease; exiting so that another replica leads"),
         result = health => match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.context("health server")),
             Err(e) => Err(anyhow::anyhow!("health server task: {e}")),
         },
+    };
+    // Nothing reconciles any more: hand leadership over at once, so that a standby takes
+    // over at its next retry instead of after the lease duration.
+    if let Some(elector) = &elector
+        && tokio::time::timeout(LEASE_RELEASE_TIMEOUT, elector.release())
+            .await
+            .is_err()
+    {
+        tracing::warn!("could not release the leader Lease in time; it expires after its duration");
     }
+    tracing::info!("stopped");
+    outcome
+}
+
+/// How long releasing the Lease may take at shutdown (one read and one write).
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A future that resolves at the first SIGTERM or SIGINT, and every clone of it with it.
+/// The handlers are installed here, before anything else waits, so that a signal is never
+/// met by the default action (which would end the process without releasing the Lease).
+fn shutdown_signal()
+-> anyhow::Result<futures::future::Shared<futures::future::BoxFuture<'static, ()>>> {
+    use futures::FutureExt as _;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "shutting down: no new reconciles; running ones finish"
+        );
+        let _ = tx.send(());
+    });
+    Ok(rx.map(|_| ()).boxed().shared())
 }

@@ -307,10 +307,15 @@ fn chart_values_map_to_real_flags() {
             "image.tag=1.2.3",
             "image.pullPolicy=Never",
             "metrics.serviceMonitor.enabled=true",
+            "metrics.perObject=true",
+            "shutdownTimeoutSeconds=40",
+            "terminationGracePeriodSeconds=60",
         ],
     );
     let args = args(&objects);
     for flag in [
+        "--per-object-metrics=true",
+        "--shutdown-timeout-seconds=40",
         "--namespaces=team-a,team-b",
         "--log-format=text",
         "--operator-identity=none",
@@ -408,6 +413,109 @@ fn chart_values_map_to_real_flags() {
     assert_eq!(
         pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
         FEDERATION_AUDIENCE
+    );
+}
+
+/// The `vaultsync_*` metric names the README's metrics table lists.
+fn documented_metrics() -> BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .expect("a Metrics section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `vaultsync_"))
+        .map(|l| format!("vaultsync_{}", l.split('`').next().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_prometheus_rule_is_opt_in_and_alerts_on_metrics_that_exist() {
+    // Off by default (the default render's kinds are checked above); on, one rule with
+    // the three alerts. Its CRD (the Prometheus Operator's) is not on the local API
+    // server, so the rendered YAML is checked here rather than by a dry-run.
+    let objects = render(
+        "vaultsync",
+        "vaultsync-system",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=prometheus",
+            "metrics.prometheusRule.maxSyncAgeSeconds=600",
+        ],
+    );
+    let rule = find(&objects, "PrometheusRule", "vaultsync");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules: BTreeMap<String, &Value> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["alert"].as_str().unwrap().to_owned(), r))
+        .collect();
+    assert_eq!(
+        rules.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "KeyVaultThrottled",
+            "VaultSecretSyncStale",
+            "VaultSecretsNotReady"
+        ]
+    );
+    assert_eq!(rules["VaultSecretsNotReady"]["for"], "15m");
+    assert!(
+        rules["VaultSecretSyncStale"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("> 600")
+    );
+    assert!(
+        rules["KeyVaultThrottled"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains(r#"class="429""#)
+    );
+    // Every metric an alert names is one the README documents; tests/metrics.rs checks
+    // that the README's table is exactly what /metrics exports.
+    let documented = documented_metrics();
+    let metric_name = regex::Regex::new(r"vaultsync_[a-z_]+").unwrap();
+    for (alert, rule) in &rules {
+        let expr = rule["expr"].as_str().unwrap();
+        let names: Vec<&str> = metric_name.find_iter(expr).map(|m| m.as_str()).collect();
+        assert!(!names.is_empty(), "{alert}: {expr}");
+        for name in names {
+            assert!(
+                documented.contains(name),
+                "{alert} names {name}, not in {documented:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_grace_period_leaves_room_to_drain_and_release_the_lease() {
+    let objects = render("vaultsync", "vaultsync-system", &[]);
+    let pod = &find(&objects, "Deployment", "vaultsync")["spec"]["template"]["spec"];
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert!(args(&objects).contains(&"--shutdown-timeout-seconds=20".to_owned()));
+    // 25 s would leave no room after a 20 s drain and the 5 s Lease release.
+    let output = Command::new(helm_binary())
+        .args([
+            "template",
+            "vaultsync",
+            CHART,
+            "--set",
+            "terminationGracePeriodSeconds=25",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("must exceed shutdownTimeoutSeconds"),
+        "{stderr}"
     );
 }
 

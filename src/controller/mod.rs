@@ -148,15 +148,26 @@ where
     }
 }
 
+/// What the health endpoints read from the controller: readiness once the caches synced,
+/// and the state of its watches.
+pub struct Health {
+    pub readiness: Arc<Readiness>,
+    pub watches: Arc<WatchHealth>,
+}
+
+/// Runs the controllers of every watched scope until `shutdown` resolves and their running
+/// reconciles have finished (or a watch scope's stream ends). Errors: the CRD is not
+/// installed.
 pub async fn run(
     client: Client,
     source: Arc<dyn SecretSource>,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-    watches: Arc<WatchHealth>,
+    health: Health,
     config: ControllerConfig,
     hash_key: DataHashKey,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let Health { readiness, watches } = health;
     ensure_crd_installed(&client, &config).await?;
     let recorder = Recorder::new(
         client.clone(),
@@ -228,7 +239,9 @@ pub async fn run(
             .watches_stream(granted.map(Ok), move |ns: PartialObjectMeta<Namespace>| {
                 vault_secrets_in(&vsecs_of, &ns.name_any())
             })
-            .shutdown_on_signal();
+            // Once `shutdown` resolves, no reconcile starts and the running ones finish;
+            // the caller bounds how long that may take (`--shutdown-timeout-seconds`).
+            .graceful_shutdown_on(shutdown.clone());
         stores.push(controller.store());
         controllers.push(
             controller
@@ -245,6 +258,8 @@ pub async fn run(
                 .boxed(),
         );
     }
+    // The gauges over VaultSecrets read these caches at each scrape.
+    ctx.metrics.objects.observe(stores.clone());
     tokio::spawn(async move {
         for store in stores {
             if store.wait_until_ready().await.is_err() {

@@ -7,6 +7,7 @@ mod bounded;
 mod budget;
 mod error;
 pub mod identity;
+pub mod observed;
 pub mod single_flight;
 mod value;
 pub mod vault_url;
@@ -16,12 +17,14 @@ pub use identity::{CredentialKey, IdentityRef};
 pub use value::SecretBytes;
 pub use vault_url::VaultPolicy;
 
+use crate::telemetry::SourceMetrics;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use bounded::Bounded;
 use budget::VaultBudget;
+use observed::ObservedClient;
 use single_flight::SharedReads;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -110,7 +113,9 @@ pub struct KeyVaultSource {
     client_options: ClientOptions,
     operator: Result<(Arc<dyn TokenCredential>, String), String>,
     kube: Option<kube::Client>,
-    token_requests: prometheus_client::metrics::counter::Counter,
+    metrics: SourceMetrics,
+    /// The HTTP client every transport wraps (timeout, extra CA).
+    http: Arc<dyn azure_core::http::HttpClient>,
     credentials: Mutex<Bounded<CredentialKey, Arc<dyn TokenCredential>>>,
     clients: Mutex<Bounded<(String, CredentialKey), Arc<SecretClient>>>,
     budgets: Mutex<HashMap<String, Arc<VaultBudget>>>,
@@ -123,12 +128,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl KeyVaultSource {
-    /// `kube` is needed for ServiceAccount identities (TokenRequest); `token_requests`
-    /// counts those TokenRequests.
+    /// `kube` is needed for ServiceAccount identities (TokenRequest); `metrics` counts
+    /// TokenRequests, token exchanges and Key Vault requests.
     pub fn new(
         options: KeyVaultOptions,
         kube: Option<kube::Client>,
-        token_requests: prometheus_client::metrics::counter::Counter,
+        metrics: SourceMetrics,
     ) -> anyhow::Result<Arc<Self>> {
         let mut http = reqwest::Client::builder().timeout(options.request_timeout);
         if let Some(pem) = &options.extra_ca_pem {
@@ -136,15 +141,23 @@ impl KeyVaultSource {
                 http = http.add_root_certificate(cert);
             }
         }
+        let http: Arc<dyn azure_core::http::HttpClient> = Arc::new(http.build()?);
         let client_options = ClientOptions {
-            transport: Some(Transport::new(Arc::new(http.build()?))),
+            transport: Some(Transport::new(http.clone())),
             // The reconcile loop backs off and requeues; SDK retries would only hide
             // throttling from the per-vault budget and hold a worker for a minute.
             retry: RetryOptions::none(),
             ..Default::default()
         };
-        let operator =
-            identity::operator_credential(client_options.clone()).map_err(|e| e.to_string());
+        let operator = identity::operator_credential(ClientOptions {
+            transport: Some(ObservedClient::token_exchange(
+                http.clone(),
+                metrics.clone(),
+                "operator",
+            )),
+            ..client_options.clone()
+        })
+        .map_err(|e| e.to_string());
         match &operator {
             Ok((_, described)) => {
                 tracing::info!(identity = %described, "operator identity configured")
@@ -163,7 +176,8 @@ impl KeyVaultSource {
             client_options,
             operator,
             kube,
-            token_requests,
+            metrics,
+            http,
             credentials: Mutex::new(Bounded::new(capacity)),
             clients: Mutex::new(Bounded::new(capacity)),
             budgets: Mutex::default(),
@@ -251,7 +265,7 @@ impl KeyVaultSource {
                         user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(
                             client_id.clone(),
                         )),
-                        client_options: self.client_options.clone(),
+                        client_options: self.token_client_options("managed_identity"),
                     },
                 ))
                 .map_err(|e| fail(e.to_string()))?
@@ -271,9 +285,9 @@ impl KeyVaultSource {
                     kube,
                     namespace,
                     name,
-                    self.token_requests.clone(),
+                    self.metrics.service_account_token_requests.clone(),
                 );
-                let mut client_options = self.client_options.clone();
+                let mut client_options = self.token_client_options("service_account");
                 if let Some(host) = &self.options.authority_host {
                     let mut custom = azure_core::cloud::CustomConfiguration::default();
                     custom.authority_host = host.clone();
@@ -308,7 +322,13 @@ impl KeyVaultSource {
             credential,
             Some(SecretClientOptions {
                 api_version: self.options.api_version.clone(),
-                client_options: self.client_options.clone(),
+                client_options: ClientOptions {
+                    transport: Some(ObservedClient::key_vault(
+                        self.http.clone(),
+                        self.metrics.clone(),
+                    )),
+                    ..self.client_options.clone()
+                },
                 verify_challenge_resource: Some(
                     !self.options.vaults.skips_challenge_verification(vault_url),
                 ),
@@ -320,6 +340,19 @@ impl KeyVaultSource {
             detail: e.to_string(),
         })?;
         Ok(lock(&self.clients).insert(cache_key, Arc::new(client)))
+    }
+
+    /// Client options of a credential for one kind of identity: its token requests are
+    /// counted as `vaultsync_token_exchanges_total{identity}`.
+    fn token_client_options(&self, identity: &'static str) -> ClientOptions {
+        ClientOptions {
+            transport: Some(ObservedClient::token_exchange(
+                self.http.clone(),
+                self.metrics.clone(),
+                identity,
+            )),
+            ..self.client_options.clone()
+        }
     }
 
     /// Names an identity in messages: the operator's own by its client id, a

@@ -1,5 +1,7 @@
 //! Logs, Prometheus metrics and the health endpoints.
 
+pub mod objects;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -43,8 +45,74 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// The `class` label of Key Vault requests: `2xx`, `4xx` (429 aside), `429`, `5xx` (or
+/// `1xx`/`3xx`, which Key Vault does not send), or `error` when no answer came (refused
+/// connection, reset, TLS, DNS, timeout). Seven values at most.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: String,
+}
+
+impl ClassLabels {
+    /// The class of an HTTP status, or of no answer (`None`).
+    pub fn of(status: Option<u16>) -> Self {
+        let class = match status {
+            None => "error".to_owned(),
+            Some(429) => "429".to_owned(),
+            Some(s) if (100..600).contains(&s) => format!("{}xx", s / 100),
+            Some(_) => "error".to_owned(),
+        };
+        Self { class }
+    }
+}
+
+/// The labels of token exchanges: which kind of identity (`operator`, `service_account`,
+/// `managed_identity`) and how it ended (`ok`: a 2xx answer; `refused`: a 4xx answer, e.g.
+/// no federated credential; `error`: a 5xx answer or none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenExchangeLabels {
+    pub identity: String,
+    pub result: String,
+}
+
+impl TokenExchangeLabels {
+    pub fn new(identity: &str, status: Option<u16>) -> Self {
+        let result = match status {
+            Some(s) if (200..300).contains(&s) => "ok",
+            Some(s) if (400..500).contains(&s) => "refused",
+            _ => "error",
+        };
+        Self {
+            identity: identity.to_owned(),
+            result: result.to_owned(),
+        }
+    }
+}
+
+/// Buckets of Key Vault request durations, in seconds: from a fast in-region answer to the
+/// 30 s default request timeout.
+fn keyvault_request_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// The metrics the Key Vault source counts into; clones share the series.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// TokenRequests for ServiceAccount identities.
+    pub service_account_token_requests: Counter,
+    /// Key Vault HTTP requests by [`ClassLabels`].
+    pub keyvault_requests: Family<ClassLabels, Counter>,
+    /// Their duration until the answer's headers (or the failure), by [`ClassLabels`].
+    pub keyvault_request_duration: Family<ClassLabels, Histogram, fn() -> Histogram>,
+    /// Token requests to Entra or a managed identity endpoint, by [`TokenExchangeLabels`].
+    pub token_exchanges: Family<TokenExchangeLabels, Counter>,
+}
+
 /// Every metric the operator exports, prefixed `vaultsync_`. Labels are reasons and
-/// outcomes only: never names of secrets, never values.
+/// outcomes only: never names of secrets, never values; only the opt-in per-object gauge
+/// names objects (namespace and name of the VaultSecret).
 pub struct Metrics {
     pub reconciliations: Family<ResultLabels, Counter>,
     pub failures: Family<ReasonLabels, Counter>,
@@ -53,11 +121,22 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub service_account_token_requests: Counter,
     pub reconcile_duration: Histogram,
+    pub source: SourceMetrics,
+    /// Gauges over the watched VaultSecrets, computed at each scrape.
+    pub objects: Arc<objects::ObjectGauges>,
     registry: Registry,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Metrics {
+    /// `per_object`: also export `vaultsync_vaultsecret_last_success_timestamp_seconds`
+    /// with `namespace` and `name` labels (`--per-object-metrics`).
+    pub fn new(per_object: bool) -> Self {
         let mut registry = Registry::with_prefix("vaultsync");
         let reconciliations = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -102,20 +181,48 @@ impl Default for Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
+        let keyvault_requests = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "keyvault_requests",
+            "Key Vault HTTP requests by status class (2xx, 4xx, 429, 5xx, error: no answer); the unauthenticated first request that Key Vault's challenge answers with 401 is not counted",
+            keyvault_requests.clone(),
+        );
+        let keyvault_request_duration =
+            Family::<ClassLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                keyvault_request_histogram,
+            );
+        registry.register(
+            "keyvault_request_duration_seconds",
+            "Time from sending a Key Vault request to its answer's headers (or its failure), by status class",
+            keyvault_request_duration.clone(),
+        );
+        let token_exchanges = Family::<TokenExchangeLabels, Counter>::default();
+        registry.register(
+            "token_exchanges",
+            "Token requests to Entra ID or a managed identity endpoint, by kind of identity and result (ok, refused, error)",
+            token_exchanges.clone(),
+        );
+        let objects = objects::ObjectGauges::new(per_object);
+        registry.register_collector(Box::new(objects.clone()));
         Self {
             reconciliations,
             failures,
             keyvault_reads,
             secret_writes,
             status_writes,
+            source: SourceMetrics {
+                service_account_token_requests: service_account_token_requests.clone(),
+                keyvault_requests,
+                keyvault_request_duration,
+                token_exchanges,
+            },
             service_account_token_requests,
             reconcile_duration,
+            objects,
             registry,
         }
     }
-}
 
-impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

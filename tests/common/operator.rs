@@ -105,13 +105,14 @@ impl Operator {
         vars: &[(&str, &str)],
     ) -> Self {
         let binary = operator_binary();
-        let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}.log"));
-        let log = std::fs::File::create(&log_file).expect("create the operator log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        // One file per process: replicas of one namespace must not write over each other.
+        let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}-{port}.log"));
+        let log = std::fs::File::create(&log_file).expect("create the operator log");
         let child = Command::new(binary)
             .args([
                 "run",
@@ -172,6 +173,23 @@ impl Operator {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM, as the kubelet does, and waits at most `grace` (the pod's
+    /// terminationGracePeriodSeconds) for the process to exit: its exit status, or `None`
+    /// if it was still running then (the kubelet would have killed it).
+    pub fn terminate_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < until {
+            if let Some(status) = self.child.try_wait().expect("wait for the operator") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {
