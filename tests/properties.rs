@@ -366,7 +366,7 @@ proptest! {
             refresh_requested: requested,
             last_sync: last.map(|s| timestamp(s, 0)),
             interval: Duration::from_secs(interval),
-            uid: &uid,
+            jitter_key: &uid,
             now,
             all_pinned_and_synced: pinned,
         };
@@ -403,7 +403,7 @@ proptest! {
     }
 
     #[test]
-    fn jitter_stays_below_a_tenth_and_is_fixed_by_the_uid(uid in ".{0,40}") {
+    fn jitter_stays_below_a_tenth_and_is_fixed_by_its_key(uid in ".{0,40}") {
         let f = jitter_fraction(&uid);
         prop_assert!((0.0..0.1).contains(&f), "{f}");
         prop_assert_eq!(f, jitter_fraction(&uid));

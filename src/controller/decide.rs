@@ -2,7 +2,7 @@
 //! should hold, and what the status should say.
 
 use crate::api::{Decoding, READY, REFRESHED, Reason, VaultSecretStatus};
-use crate::source::{FetchedSecret, SecretBytes};
+use crate::source::{FetchedSecret, IdentityRef, SecretBytes};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{DecodeError, Engine as _, alphabet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -19,7 +19,8 @@ use zeroize::Zeroizing;
 /// len(value)` over `Data`, refused when `totalSize > core.MaxSecretSize`) and
 /// `pkg/apis/core/types.go` (`MaxSecretSize = 1 * 1024 * 1024`).
 pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
-/// Refreshes are spread over up to this fraction of the interval, by object uid.
+/// Refreshes are spread over up to this fraction of the interval, by what an object reads
+/// ([`refresh_key`]).
 const JITTER_FRACTION: f64 = 0.1;
 
 /// Parses `refreshInterval` (`30s`, `15m`, `1h30m`, `0s`).
@@ -58,10 +59,37 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// A fraction in [0, 0.1) fixed by the object's uid, so objects created together do not
-/// refresh together, and one object refreshes at a steady rhythm.
-pub fn jitter_fraction(uid: &str) -> f64 {
-    let digest = Sha256::digest(uid.as_bytes());
+/// The key of an object's refresh jitter: what it reads, so that objects reading the same
+/// Key Vault secrets refresh at the same moment after syncing together (their identical
+/// reads are then shared, [`crate::source::single_flight`]: one read per secret per wave),
+/// while objects reading different secrets refresh at different moments. A key by object
+/// uid spread objects over one secret across up to a tenth of the interval, past the
+/// sharing window, and so cost several reads of one secret per wave.
+///
+/// Made of the vault (ASCII lowercase, no trailing `/`), the identity, and the sorted,
+/// deduplicated set of `name` (ASCII lowercase: Key Vault names ignore case) with its
+/// pinned version, if any; the order and spelling of entries and the Secret keys they
+/// fill do not count. Lines are separated by `\n`, which no part can hold.
+pub fn refresh_key<'a>(
+    vault_url: &str,
+    identity: &IdentityRef,
+    reads: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> String {
+    let mut names: Vec<String> = reads
+        .into_iter()
+        .map(|(name, version)| format!("{}/{}", name.to_ascii_lowercase(), version.unwrap_or("")))
+        .collect();
+    names.sort();
+    names.dedup();
+    let vault = vault_url.trim_end_matches('/').to_ascii_lowercase();
+    format!("{vault}\n{identity}\n{}", names.join("\n"))
+}
+
+/// A fraction in [0, 0.1) fixed by `key` (an object's [`refresh_key`]): the refresh period
+/// is the interval times one plus it, so objects with one key keep one rhythm and objects
+/// with different keys spread over a tenth of the interval.
+pub fn jitter_fraction(key: &str) -> f64 {
+    let digest = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     (u64::from_be_bytes(first) as f64 / u64::MAX as f64) * JITTER_FRACTION
@@ -96,7 +124,8 @@ pub struct PlanInput<'a> {
     pub refresh_requested: bool,
     pub last_sync: Option<Timestamp>,
     pub interval: Duration,
-    pub uid: &'a str,
+    /// The object's [`refresh_key`].
+    pub jitter_key: &'a str,
     pub now: Timestamp,
     /// Every entry names a version, and that version is what was synced.
     pub all_pinned_and_synced: bool,
@@ -121,7 +150,9 @@ pub fn plan_read(input: &PlanInput<'_>) -> ReadPlan {
     let Some(last) = input.last_sync else {
         return ReadPlan::Read(ReadCause::NotSynced);
     };
-    let period = input.interval.mul_f64(1.0 + jitter_fraction(input.uid));
+    let period = input
+        .interval
+        .mul_f64(1.0 + jitter_fraction(input.jitter_key));
     let elapsed = input.now.duration_since(last).unsigned_abs();
     if elapsed >= period {
         ReadPlan::Read(ReadCause::RefreshDue)
@@ -930,13 +961,87 @@ mod tests {
 
     #[test]
     fn jitter_is_deterministic_and_bounded() {
-        let a = jitter_fraction("uid-a");
-        assert_eq!(a, jitter_fraction("uid-a"));
-        assert_ne!(a, jitter_fraction("uid-b"));
-        for uid in ["a", "b", "c", "d", "e"] {
-            let j = jitter_fraction(uid);
+        let a = jitter_fraction("key-a");
+        assert_eq!(a, jitter_fraction("key-a"));
+        assert_ne!(a, jitter_fraction("key-b"));
+        for key in ["a", "b", "c", "d", "e"] {
+            let j = jitter_fraction(key);
             assert!((0.0..0.1).contains(&j), "{j}");
         }
+    }
+
+    #[test]
+    fn refresh_key_is_what_an_object_reads() {
+        let sa = IdentityRef::ServiceAccount {
+            namespace: "team-a".into(),
+            name: "app".into(),
+        };
+        let vault = "https://v.vault.azure.net";
+        let key = refresh_key(vault, &sa, [("Db-Password", None), ("api-key", None)]);
+        // Entry order, name case, repeats and a trailing slash on the vault do not count.
+        assert_eq!(
+            key,
+            refresh_key(
+                "https://V.vault.azure.net/",
+                &sa,
+                [("api-key", None), ("db-password", None), ("API-KEY", None)]
+            )
+        );
+        // Another secret, a pinned version, another identity or vault is another key.
+        let version = "0".repeat(32);
+        for other in [
+            refresh_key(vault, &sa, [("db-password", None)]),
+            refresh_key(
+                vault,
+                &sa,
+                [("db-password", Some(version.as_str())), ("api-key", None)],
+            ),
+            refresh_key(
+                vault,
+                &IdentityRef::Operator,
+                [("db-password", None), ("api-key", None)],
+            ),
+            refresh_key(
+                "https://w.vault.azure.net",
+                &sa,
+                [("db-password", None), ("api-key", None)],
+            ),
+        ] {
+            assert_ne!(key, other);
+        }
+    }
+
+    #[test]
+    fn objects_over_one_secret_refresh_together_and_different_secrets_spread() {
+        let vault = "https://v.vault.azure.net";
+        let identity = IdentityRef::Operator;
+        let last = Timestamp::from_second(1_000_000).unwrap();
+        let interval = Duration::from_secs(3600);
+        let due_after = |name: &str| {
+            let key = refresh_key(vault, &identity, [(name, None)]);
+            match plan_read(&PlanInput {
+                jitter_key: &key,
+                interval,
+                ..input(last, last)
+            }) {
+                ReadPlan::Wait(Some(after)) => after,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Two objects over one secret (created together, any uids): one moment.
+        assert_eq!(due_after("shared"), due_after("SHARED"));
+        // 100 distinct secrets: spread over the tenth of the interval, no two on one
+        // second in most cases (a hash, so a collision or two is allowed).
+        let mut seconds: Vec<u64> = (0..100)
+            .map(|i| due_after(&format!("secret-{i}")).as_secs())
+            .collect();
+        assert!(
+            seconds.iter().all(|s| (3600..3960).contains(s)),
+            "{seconds:?}"
+        );
+        seconds.sort();
+        seconds.dedup();
+        assert!(seconds.len() > 80, "{} distinct seconds", seconds.len());
     }
 
     fn input(now: Timestamp, last: Timestamp) -> PlanInput<'static> {
@@ -947,7 +1052,7 @@ mod tests {
             refresh_requested: false,
             last_sync: Some(last),
             interval: Duration::from_secs(60),
-            uid: "u",
+            jitter_key: "k",
             now,
             all_pinned_and_synced: false,
         }

@@ -445,7 +445,18 @@ async fn sync(
             .pinned_version()
             .is_some_and(|v| status.synced_versions.get(&entry.key).map(String::as_str) == Some(v))
     });
-    let uid = vsec.uid().unwrap_or_default();
+    // Keyed by what is read (the vault as normalised when it is a valid one): objects over
+    // the same secrets refresh together and share their reads.
+    let jitter_key = decide::refresh_key(
+        &ctx.source
+            .vault_url(&vsec.spec.vault_url)
+            .unwrap_or_else(|_| vsec.spec.vault_url.clone()),
+        &identity,
+        vsec.spec
+            .data
+            .iter()
+            .map(|e| (e.remote_ref.name.as_str(), e.remote_ref.pinned_version())),
+    );
     let plan = decide::plan_read(&decide::PlanInput {
         synced_this_generation,
         drift,
@@ -453,7 +464,7 @@ async fn sync(
         refresh_requested: decide::unhandled_refresh(vsec.annotations(), status).is_some(),
         last_sync: status.last_sync_time.as_ref().map(|t| t.0),
         interval,
-        uid: &uid,
+        jitter_key: &jitter_key,
         now,
         all_pinned_and_synced,
     });
@@ -555,7 +566,7 @@ async fn sync(
         Ok(Action::await_change())
     } else {
         Ok(Action::requeue(
-            interval.mul_f64(1.0 + decide::jitter_fraction(&uid)),
+            interval.mul_f64(1.0 + decide::jitter_fraction(&jitter_key)),
         ))
     }
 }
