@@ -100,17 +100,7 @@ impl Case {
     /// token-less first request, answered by the challenge, is not a read), in any
     /// spelling of the name.
     async fn reads(&self, kv_name: &str) -> u64 {
-        let stats = self.doubles.stats().await;
-        stats["vaultAuthorized"]["GET"]
-            .as_object()
-            .map(|by_name| {
-                by_name
-                    .iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(kv_name))
-                    .filter_map(|(_, c)| c.as_u64())
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.doubles.authorized_reads(kv_name).await
     }
 
     async fn wait_reads(&self, kv_name: &str, at_least: u64) {

@@ -17,17 +17,7 @@ use vaultsync::api::VaultSecret;
 
 /// Authorized GETs of `kv_name` at the gateway, in any spelling of the name.
 async fn reads(doubles: &Doubles, kv_name: &str) -> u64 {
-    let stats = doubles.stats().await;
-    stats["vaultAuthorized"]["GET"]
-        .as_object()
-        .map(|by_name| {
-            by_name
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(kv_name))
-                .filter_map(|(_, v)| v.as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
+    doubles.authorized_reads(kv_name).await
 }
 
 /// Each object's `lastSyncTime` once all `n` objects across `apis` are Ready; panics

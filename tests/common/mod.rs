@@ -263,6 +263,22 @@ impl Doubles {
             .unwrap_or(0)
     }
 
+    /// Key Vault reads of `kv_name` that carried a valid token (the challenge's first,
+    /// token-less request is not one), over every spelling of the name: Key Vault names
+    /// ignore case.
+    pub async fn authorized_reads(&self, kv_name: &str) -> u64 {
+        self.stats().await["vaultAuthorized"]["GET"]
+            .as_object()
+            .map(|by_name| {
+                by_name
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(kv_name))
+                    .filter_map(|(_, count)| count.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     pub async fn vault_requests(&self, method: &str, secret: &str) -> u64 {
         self.stats().await["vault"][method][secret]
             .as_u64()
