@@ -358,6 +358,7 @@ fn convert_class(document: &Value) -> Result<Vec<Converted>, ConvertError> {
                 suspend: false,
                 data,
                 target,
+                rollout_restart_targets: Vec::new(),
             },
         );
         manifest.metadata = ObjectMeta {

@@ -155,6 +155,16 @@ struct RunArgs {
     /// labels: one series per VaultSecret, for teams that alert per object.
     #[arg(long, env = "VAULTSYNC_PER_OBJECT_METRICS", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     per_object_metrics: bool,
+    /// Let VaultSecrets restart the workloads their spec.rolloutRestartTargets name
+    /// (Deployments, StatefulSets, DaemonSets of their namespace) when their Secret's data
+    /// changes; needs the RBAC rule that patches them (chart value rolloutRestarts.enabled).
+    /// Off: such a spec gets the condition RolloutRestarts=False RolloutRestartsNotAllowed.
+    #[arg(long, env = "VAULTSYNC_ALLOW_ROLLOUT_RESTARTS", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    allow_rollout_restarts: bool,
+    /// Seconds of the rollout restart debounce: rotations naming one workload within this
+    /// window restart it once, at the window's end.
+    #[arg(long, env = "VAULTSYNC_ROLLOUT_RESTART_WINDOW_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    rollout_restart_window_seconds: u64,
     /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "VAULTSYNC_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -270,6 +280,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespaces: args.namespaces,
         concurrency: args.concurrency.max(1),
         operator_identity: args.operator_identity,
+        allow_rollout_restarts: args.allow_rollout_restarts,
+        rollout_restart_window: Duration::from_secs(args.rollout_restart_window_seconds),
     };
     tracing::info!(namespaces = ?config.namespaces, concurrency = config.concurrency, operator_identity = %config.operator_identity, "starting vaultsync");
     let elector = args.leader_election.then(|| {

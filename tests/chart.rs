@@ -310,11 +310,15 @@ fn chart_values_map_to_real_flags() {
             "metrics.perObject=true",
             "shutdownTimeoutSeconds=40",
             "terminationGracePeriodSeconds=60",
+            "rolloutRestarts.enabled=true",
+            "rolloutRestarts.windowSeconds=30",
         ],
     );
     let args = args(&objects);
     for flag in [
         "--per-object-metrics=true",
+        "--allow-rollout-restarts=true",
+        "--rollout-restart-window-seconds=30",
         "--shutdown-timeout-seconds=40",
         "--namespaces=team-a,team-b",
         "--log-format=text",
@@ -519,10 +523,92 @@ fn the_grace_period_leaves_room_to_drain_and_release_the_lease() {
     );
 }
 
+/// `deploy/` with the rollout restarts component, through an overlay outside `deploy/`
+/// (kustomize refuses an overlay inside the base it names, and absolute paths).
+fn kustomize_with_rollout_restarts() -> Vec<Value> {
+    let overlay = std::env::temp_dir().join(format!("{}-overlay", unique("kustomize")));
+    std::fs::create_dir_all(&overlay).unwrap();
+    let depth = overlay.components().count() - 1;
+    let up = "../".repeat(depth);
+    let deploy = DEPLOY.trim_start_matches('/');
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "resources: [{up}{deploy}]\ncomponents: [{up}{deploy}/components/rollout-restarts]\n"
+        ),
+    )
+    .unwrap();
+    let objects = documents(&kubectl(&["kustomize", overlay.to_str().unwrap()], None));
+    let _ = std::fs::remove_dir_all(&overlay);
+    objects
+}
+
+#[test]
+fn rollout_restarts_are_opt_in_with_their_flag_and_rule() {
+    let workload_rule = "apps|daemonsets,deployments,statefulsets||patch".to_owned();
+    let grants_workloads = |objects: &[Value]| {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .any(|o| rules(o).iter().any(|r| r.starts_with("apps|")))
+    };
+    // Off by default: no flag, and no right on any workload.
+    for objects in [render("vaultsync", "vaultsync-system", &[]), kustomize()] {
+        assert!(!grants_workloads(&objects));
+        assert!(!args(&objects).iter().any(|a| a.contains("rollout-restart")));
+    }
+    // On: the flag, and exactly the patch rule, in both sets and in the namespaced mode.
+    let on = render(
+        "vaultsync",
+        "vaultsync-system",
+        &["rolloutRestarts.enabled=true"],
+    );
+    assert!(
+        args(&on)
+            .iter()
+            .any(|a| a == "--allow-rollout-restarts=true")
+    );
+    assert_eq!(
+        rules(find(&on, "ClusterRole", "vaultsync-rollout-restarts")),
+        BTreeSet::from([workload_rule.clone()])
+    );
+    let kustomized = kustomize_with_rollout_restarts();
+    assert!(
+        args(&kustomized)
+            .iter()
+            .any(|a| a == "--allow-rollout-restarts=true")
+    );
+    let namespaced = render(
+        "vaultsync",
+        "vaultsync-system",
+        &["rolloutRestarts.enabled=true", "watchNamespaces={team-a}"],
+    );
+    let role = namespaced
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "team-a")
+        .unwrap();
+    assert!(rules(role).contains(&workload_rule));
+    assert!(
+        !namespaced
+            .iter()
+            .any(|o| o["kind"] == "ClusterRole" && rules(o).contains(&workload_rule))
+    );
+}
+
 #[test]
 fn the_chart_and_the_kustomization_install_the_same_set() {
-    let chart = render("vaultsync", "vaultsync-system", &[]);
-    let kustomized = kustomize();
+    same_set(render("vaultsync", "vaultsync-system", &[]), kustomize());
+    same_set(
+        render(
+            "vaultsync",
+            "vaultsync-system",
+            &["rolloutRestarts.enabled=true"],
+        ),
+        kustomize_with_rollout_restarts(),
+    );
+}
+
+fn same_set(chart: Vec<Value>, kustomized: Vec<Value>) {
     // The kustomization makes the namespace; helm leaves it to --create-namespace.
     let kustomized: Vec<Value> = kustomized
         .into_iter()

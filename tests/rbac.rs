@@ -109,33 +109,46 @@ async fn apply_leader_election_role(client: &kube::Client, namespace: &str) {
         .unwrap();
 }
 
+/// ClusterRole `role` bound in `namespace` to its ServiceAccount `operator`.
+async fn bind_in_namespace(client: &kube::Client, role: &str, namespace: &str) {
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// A kubeconfig of ServiceAccount `operator` of `ns`, which has exactly the shipped rules:
+/// the ClusterRole bound in `ns`, its Namespace rules cluster-wide (dropped with the
+/// returned clean-ups, with the ClusterRole).
+async fn shipped_operator(
+    client: &kube::Client,
+    ns: &str,
+) -> (std::path::PathBuf, [ClusterWide; 2]) {
+    let role = unique("vaultsync-rbac");
+    apply_cluster_role(client, &role).await;
+    create_service_account(client, ns, "operator").await;
+    bind_in_namespace(client, &role, ns).await;
+    let namespaces = bind_namespace_rules(client, &unique("vaultsync-rbac-ns"), ns).await;
+    let token =
+        service_account_token(client, ns, "operator", &env("VAULTSYNC_TEST_SA_ISSUER")).await;
+    (
+        kubeconfig_for_token(&token),
+        [namespaces, ClusterWide(role)],
+    )
+}
+
 #[tokio::test]
 async fn the_operator_works_with_the_shipped_rbac_only() {
     let client = kube_client().await;
     ensure_crd(&client).await;
     let ns = TempNamespace::create(&client).await;
-    let role = unique("vaultsync-rbac");
-    apply_cluster_role(&client, &role).await;
-    create_service_account(&client, &ns.name, "operator").await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "vaultsync"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns.name}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let _namespaces = bind_namespace_rules(&client, &unique("vaultsync-rbac-ns"), &ns.name).await;
-    let token = service_account_token(
-        &client,
-        &ns.name,
-        "operator",
-        &env("VAULTSYNC_TEST_SA_ISSUER"),
-    )
-    .await;
-    let kubeconfig = kubeconfig_for_token(&token);
+    let (kubeconfig, _namespaces) = shipped_operator(&client, &ns.name).await;
 
     let doubles = Doubles::new();
     let denied = unique("rbac-denied");
@@ -360,5 +373,125 @@ async fn a_watch_that_stays_broken_fails_livez_until_it_works_again() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(livez.0, 200, "{livez:?}");
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+/// The opt-in rule of `deploy/components/rollout-restarts/rbac.yaml` (the chart's
+/// `rolloutRestarts.enabled`) is all the operator needs beyond the shipped rules to
+/// restart a workload, and without it the restart is refused and reported, the sync intact.
+#[tokio::test]
+async fn rollout_restarts_work_with_the_opt_in_rule_and_are_refused_without_it() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let ns = TempNamespace::create(&client).await;
+    let (kubeconfig, _cleanup) = shipped_operator(&client, &ns.name).await;
+    let doubles = Doubles::new();
+    let kv_name = unique("rbac-restart");
+    let vault = common::keyvault::KeyVault::first();
+    vault.set(&kv_name, "v1").await;
+    let client_id = operator_identity(&doubles, &[&kv_name]).await;
+    let flags = [
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--leader-election-namespace",
+        &ns.name,
+        "--allow-rollout-restarts",
+        "--rollout-restart-window-seconds",
+        "1",
+    ];
+    let _operator = Operator::start(&ns.name, &client_id, &flags);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "none", "imagePullPolicy": "Never"}]}}},
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), &ns.name);
+    let spec = json!({"vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
+                      "data": [{"key": "k", "remoteRef": {"name": kv_name}}],
+                      "rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]});
+    vsecs
+        .create(&PostParams::default(), &vault_secret("app", spec))
+        .await
+        .unwrap();
+    wait_reason(&vsecs, "app", "Synced").await;
+    let rotate = |value: &'static str, refresh: &'static str| {
+        let (vault, vsecs, kv_name) = (&vault, &vsecs, &kv_name);
+        async move {
+            vault.set(kv_name, value).await;
+            vsecs
+                .patch(
+                    "app",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"vaultsync.io/refresh": refresh}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let restart_reason = |reason: &'static str| {
+        move |v: &VaultSecret| {
+            condition_of(v, vaultsync::api::ROLLOUT_RESTARTS).is_some_and(|(_, r, _)| r == reason)
+        }
+    };
+
+    // The shipped rules alone: the patch is refused (403), reported, the sync stays Ready.
+    rotate("v2", "1").await;
+    let vsec = wait_for(
+        &vsecs,
+        "app",
+        "RolloutRestartFailed",
+        restart_reason("RolloutRestartFailed"),
+    )
+    .await;
+    let (_, _, message) = condition_of(&vsec, vaultsync::api::ROLLOUT_RESTARTS).unwrap();
+    assert!(message.contains("403"), "{message}");
+    assert_eq!(condition_of(&vsec, "Ready").unwrap().0, "True");
+    assert_eq!(
+        deployments.get("web").await.unwrap().metadata.generation,
+        Some(1)
+    );
+
+    // With the opt-in rule: the next change restarts the Deployment.
+    let mut opt_in: ClusterRole = serde_saphyr::from_str(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/components/rollout-restarts/rbac.yaml"
+        ))
+        .unwrap()
+        .split("\n---")
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    let role = unique("vaultsync-rollout");
+    opt_in.metadata.name = Some(role.clone());
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &opt_in)
+        .await
+        .unwrap();
+    let _role = ClusterWide(role.clone());
+    bind_in_namespace(&client, &role, &ns.name).await;
+    rotate("v3", "2").await;
+    wait_for(
+        &vsecs,
+        "app",
+        "RolloutRestarted",
+        restart_reason("RolloutRestarted"),
+    )
+    .await;
+    assert_eq!(
+        deployments.get("web").await.unwrap().metadata.generation,
+        Some(2)
+    );
     let _ = std::fs::remove_file(kubeconfig);
 }

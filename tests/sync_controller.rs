@@ -406,6 +406,8 @@ async fn start_up_fails_with_a_hint_when_a_crd_is_missing() {
         namespaces: vec!["default".into()],
         concurrency: 1,
         operator_identity: Default::default(),
+        allow_rollout_restarts: false,
+        rollout_restart_window: vaultsync::controller::restart::DEFAULT_WINDOW,
     };
     vaultsync::controller::ensure_crd_installed(&client, &config)
         .await

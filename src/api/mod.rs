@@ -55,6 +55,13 @@ pub const REFRESHED: &str = "Refreshed";
 /// not a refresh is due (`kubectl annotate vsec app vaultsync.io/refresh=$(date +%s) --overwrite`).
 /// The value handled last is kept in `status.lastRefreshRequest`.
 pub const REFRESH_ANNOTATION: &str = "vaultsync.io/refresh";
+/// Pod template annotation a rollout restart sets to the time of the restart (RFC 3339,
+/// whole seconds), as `kubectl rollout restart` sets `kubectl.kubernetes.io/restartedAt`:
+/// a changed pod template makes the workload's controller roll new pods.
+pub const RESTARTED_AT_ANNOTATION: &str = "vaultsync.io/restartedAt";
+/// The condition type that says how the last rollout restart of
+/// `spec.rolloutRestartTargets` went (absent while the spec names no target).
+pub const ROLLOUT_RESTARTS: &str = "RolloutRestarts";
 
 /// Syncs secrets from Azure Key Vault into a Kubernetes Secret of the same namespace,
 /// keeps it current when Key Vault rotates them, and repairs it when it is edited.
@@ -128,6 +135,69 @@ pub struct VaultSecretSpec {
     /// The Kubernetes Secret to write.
     #[serde(default)]
     pub target: TargetSpec,
+
+    /// Workloads of this namespace restarted (as `kubectl rollout restart` does: their pod
+    /// template annotation `vaultsync.io/restartedAt`) when a sync changes the Secret's
+    /// data, so that pods reading it as environment variables get the new value. Never on
+    /// the first sync, never when equal data is written again. Needs an operator run with
+    /// `--allow-rollout-restarts`; without it the `RolloutRestarts` condition says so and
+    /// nothing is patched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// A workload of the VaultSecret's namespace to restart when the Secret's data changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet` (group `apps`).
+    pub kind: RolloutKind,
+    /// Name of the workload, in the VaultSecret's namespace.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 253)
+    )]
+    pub name: String,
+}
+
+/// The kinds of workload a rollout restart can name (all of group `apps`, version `v1`).
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+pub enum RolloutKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl RolloutKind {
+    /// The kind as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutKind::Deployment => "Deployment",
+            RolloutKind::StatefulSet => "StatefulSet",
+            RolloutKind::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutRestartTarget {
+    /// `Kind/name`, as Events and conditions name a target.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.name)
+    }
 }
 
 pub fn default_refresh_interval() -> String {
@@ -285,6 +355,11 @@ pub struct VaultSecretStatus {
     /// read per new value, remembered across operator restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_request: Option<String>,
+    /// The data-hash mark (as on the Secret) of the data `spec.rolloutRestartTargets`
+    /// were last restarted for, or first synced with: a restart is due while the Secret's
+    /// data hashes otherwise. Kept only while the spec names targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_data_hash: Option<String>,
 }
 
 impl VaultSecret {

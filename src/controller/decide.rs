@@ -662,12 +662,41 @@ pub fn synced_status(
     );
     VaultSecretStatus {
         observed_generation: generation,
-        conditions: vec![ready, refreshed],
+        conditions: with_other_conditions(vec![ready, refreshed], &previous.conditions),
         secret_name: Some(target_name),
         last_sync_time: Some(Time(now)),
         synced_versions: versions,
         last_refresh_request: refresh_request.or_else(|| previous.last_refresh_request.clone()),
+        // Rollout restart bookkeeping has a step of its own (`controller::restart`).
+        ..previous.clone()
     }
+}
+
+/// `first` followed by the conditions of `previous` of other types (`RolloutRestarts`,
+/// ...), which a sync outcome does not decide.
+fn with_other_conditions(mut first: Vec<Condition>, previous: &[Condition]) -> Vec<Condition> {
+    let others: Vec<Condition> = previous
+        .iter()
+        .filter(|c| !first.iter().any(|f| f.type_ == c.type_))
+        .cloned()
+        .collect();
+    first.extend(others);
+    first
+}
+
+/// `conditions` with `new` in place of the condition of its type (added if absent),
+/// `Ready` first.
+pub fn set_condition(conditions: &[Condition], new: Condition) -> Vec<Condition> {
+    replace_condition(conditions, new)
+}
+
+/// `conditions` without the condition of type `type_`.
+pub fn remove_condition(conditions: &[Condition], type_: &str) -> Vec<Condition> {
+    conditions
+        .iter()
+        .filter(|c| c.type_ != type_)
+        .cloned()
+        .collect()
 }
 
 /// The status while `spec.suspend` is true: `Ready` False (`Suspended`); the rest as it was.
@@ -762,7 +791,7 @@ pub fn failed_status(
     FailureReport {
         status: VaultSecretStatus {
             observed_generation,
-            conditions: vec![ready, refreshed],
+            conditions: with_other_conditions(vec![ready, refreshed], &previous.conditions),
             last_refresh_request: refresh_request.or_else(|| previous.last_refresh_request.clone()),
             // The last good sync stays on record, as its data stays in the Secret.
             ..previous.clone()

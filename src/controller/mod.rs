@@ -6,13 +6,14 @@ mod backoff;
 pub mod data_hash;
 pub mod decide;
 pub mod grants;
+pub mod restart;
 pub mod target;
 pub mod write;
 mod written;
 
 use crate::api::{
-    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION, Reason, VaultSecret,
-    VaultSecretStatus,
+    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION, ROLLOUT_RESTARTS, Reason,
+    VaultSecret, VaultSecretStatus,
 };
 use crate::source::{
     FetchedSecret, IdentityRef, SecretBytes, SecretRequest, SecretSource, SourceError,
@@ -44,6 +45,11 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// Where a VaultSecret without `spec.identity` may use the operator's own identity.
     pub operator_identity: OperatorIdentity,
+    /// Whether `spec.rolloutRestartTargets` are patched (`--allow-rollout-restarts`).
+    pub allow_rollout_restarts: bool,
+    /// Rotations naming one workload within this window restart it once
+    /// (`--rollout-restart-window-seconds`, [`restart::DEFAULT_WINDOW`]).
+    pub rollout_restart_window: Duration,
 }
 
 pub struct Context {
@@ -60,6 +66,10 @@ pub struct Context {
     pub hash_key: DataHashKey,
     /// Backoff of reconciles that end in an error, per object.
     errors: backoff::ErrorBackoff,
+    /// Whether `spec.rolloutRestartTargets` are patched.
+    pub allow_rollout_restarts: bool,
+    /// One restart per workload per window, whichever VaultSecrets ask.
+    pub restarts: restart::Debouncer,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -194,6 +204,8 @@ pub async fn run(
         written: Default::default(),
         hash_key,
         errors: Default::default(),
+        allow_rollout_restarts: config.allow_rollout_restarts,
+        restarts: restart::Debouncer::new(config.rollout_restart_window),
     });
 
     let mut controllers = Vec::new();
@@ -489,8 +501,24 @@ async fn sync(
             if let (SecretState::LegacyMarks, Some(secret)) = (&state, existing.as_ref()) {
                 write::migrate_marks(&secrets, vsec, secret, ctx).await?;
             }
+            // A restart may be due (its window ended, or an operator restart lost it): the
+            // data as it stands is what the targets must be restarted for.
+            let current = existing
+                .as_ref()
+                .filter(|_| {
+                    matches!(
+                        state,
+                        SecretState::InSync
+                            | SecretState::MetadataDrifted
+                            | SecretState::LegacyMarks
+                    )
+                })
+                .map(|secret| ctx.hash_key.data_hash(target::managed_data(secret, vsec)));
+            let (new_status, restart_wait) =
+                rollout_restarts(vsec, ctx, status.clone(), current.as_deref(), now).await;
+            write_status(vsec, ctx, status, new_status).await?;
             Metrics::count(&ctx.metrics.reconciliations, "waiting");
-            return Ok(after
+            return Ok(earliest(after, restart_wait)
                 .map(Action::requeue)
                 .unwrap_or_else(Action::await_change));
         }
@@ -555,6 +583,8 @@ async fn sync(
         vsec.annotations().get(REFRESH_ANNOTATION).cloned(),
         now,
     );
+    let (new_status, restart_wait) =
+        rollout_restarts(vsec, ctx, new_status, Some(&new_hash), now).await;
     write_status(vsec, ctx, status, new_status).await?;
     Metrics::count(&ctx.metrics.reconciliations, "synced");
     let all_pinned = vsec
@@ -562,12 +592,146 @@ async fn sync(
         .data
         .iter()
         .all(|e| e.remote_ref.pinned_version().is_some());
-    if interval.is_zero() || all_pinned {
-        Ok(Action::await_change())
-    } else {
-        Ok(Action::requeue(
-            interval.mul_f64(1.0 + decide::jitter_fraction(&jitter_key)),
-        ))
+    let refresh = (!interval.is_zero() && !all_pinned)
+        .then(|| interval.mul_f64(1.0 + decide::jitter_fraction(&jitter_key)));
+    Ok(earliest(refresh, restart_wait)
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+/// The sooner of two optional delays.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The rollout restart step, once the Secret holds data marked `current` (`None` when not
+/// known): `status` with the restart bookkeeping (`restartedDataHash`, the
+/// `RolloutRestarts` condition), and when to look again for a restart waiting for its
+/// debounce window. Restarts never fail the sync: a missing target is a Warning and a
+/// condition, the Secret stays synced and `Ready`.
+async fn rollout_restarts(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    mut status: VaultSecretStatus,
+    current: Option<&str>,
+    now: Timestamp,
+) -> (VaultSecretStatus, Option<Duration>) {
+    use restart::{RestartDecision, Turn, reasons};
+    let targets = &vsec.spec.rollout_restart_targets;
+    let generation = vsec.meta().generation;
+    let previous = status.condition(ROLLOUT_RESTARTS).cloned();
+    let names = || {
+        targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match restart::decide_restart(
+        !targets.is_empty(),
+        ctx.allow_rollout_restarts,
+        status.restarted_data_hash.as_deref(),
+        current,
+    ) {
+        RestartDecision::NoTargets => {
+            status.restarted_data_hash = None;
+            status.conditions = decide::remove_condition(&status.conditions, ROLLOUT_RESTARTS);
+            (status, None)
+        }
+        RestartDecision::NotAllowed { baseline } => {
+            status.restarted_data_hash = baseline;
+            let message = format!(
+                "spec.rolloutRestartTargets names {} but this operator runs without --allow-rollout-restarts (chart value rolloutRestarts.enabled): nothing is restarted",
+                names()
+            );
+            if previous.as_ref().map(|c| c.reason.as_str()) != Some(reasons::NOT_ALLOWED) {
+                publish(
+                    ctx,
+                    vsec,
+                    EventType::Warning,
+                    reasons::NOT_ALLOWED,
+                    message.clone(),
+                )
+                .await;
+            }
+            let condition = restart::restart_condition(
+                previous.as_ref(),
+                false,
+                reasons::NOT_ALLOWED,
+                message,
+                generation,
+                now,
+            );
+            status.conditions = decide::set_condition(&status.conditions, condition);
+            (status, None)
+        }
+        RestartDecision::UpToDate { baseline } => {
+            status.restarted_data_hash = baseline;
+            (status, None)
+        }
+        RestartDecision::Due => {
+            let current = current.unwrap_or_default().to_owned();
+            let namespace = vsec.namespace().unwrap_or_default();
+            let who = (vsec.uid().unwrap_or_default(), current.clone());
+            let mut outcomes = Vec::new();
+            let mut wait: Option<Duration> = None;
+            for target in targets {
+                let key = (namespace.clone(), target.kind, target.name.clone());
+                match ctx.restarts.request(&key, &who, Instant::now()) {
+                    Turn::Wait(d) => wait = earliest(wait, Some(d)),
+                    Turn::Fire(served) => {
+                        let at = restart::restarted_at(Timestamp::now());
+                        let outcome =
+                            restart::restart_workload(&ctx.client, &namespace, target, &at).await;
+                        tracing::info!(target = %target, outcome = ?outcome, "rollout restart");
+                        ctx.restarts
+                            .finish(&key, served, outcome.clone(), Instant::now());
+                        outcomes.push((target.clone(), outcome));
+                    }
+                    Turn::Done(outcome) => outcomes.push((target.clone(), outcome)),
+                }
+            }
+            if let Some(wait) = wait {
+                let message = format!(
+                    "the Secret's data changed: restarting {} at the end of the {}s debounce window",
+                    names(),
+                    ctx.restarts.window().as_secs()
+                );
+                let condition = restart::restart_condition(
+                    previous.as_ref(),
+                    false,
+                    reasons::PENDING,
+                    message,
+                    generation,
+                    now,
+                );
+                status.conditions = decide::set_condition(&status.conditions, condition);
+                return (status, Some(wait));
+            }
+            let summary = restart::summarize(&outcomes);
+            for (warning, reason, note) in summary.events {
+                let type_ = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                publish(ctx, vsec, type_, reason, note).await;
+            }
+            let condition = restart::restart_condition(
+                previous.as_ref(),
+                summary.ok,
+                summary.reason,
+                summary.message,
+                generation,
+                now,
+            );
+            status.conditions = decide::set_condition(&status.conditions, condition);
+            status.restarted_data_hash = Some(current);
+            (status, None)
+        }
     }
 }
 

@@ -537,6 +537,7 @@ mod tests {
                     labels: [("team".to_owned(), "a".to_owned())].into(),
                     ..Default::default()
                 },
+                rollout_restart_targets: Vec::new(),
             },
         );
         v.metadata.namespace = Some("ns".into());

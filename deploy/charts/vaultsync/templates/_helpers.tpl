@@ -56,6 +56,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   verbs: ["create", "patch"]
 {{- end -}}
 
+{{- define "vaultsync.rolloutRestartRules" -}}
+# --allow-rollout-restarts: set the pod template annotation vaultsync.io/restartedAt (a
+# merge patch, as kubectl rollout restart sends); no get, list or create.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["patch"]
+{{- end -}}
+
 {{- define "vaultsync.operatorIdentityFlag" -}}
 {{- if eq .Values.operatorIdentity.type "none" -}}
 none
