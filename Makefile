@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-.PHONY: test lint demo bench testenv-up testenv-down build clean-cache
+.PHONY: test lint demo bench image testenv-up testenv-down build clean-cache
 
 ## test: build everything needed, start the local environment, run all tests, stop it
 test:
@@ -20,6 +20,11 @@ demo:
 ## bench: cost of N VaultSecrets on one identity (release build); BENCH_SIZES="100 1000"
 bench:
 	hack/bench.sh
+
+## image: the operator's image as an OCI archive in target/image/ (no Docker engine needed);
+## imported into the local node's containerd when the environment is up
+image:
+	hack/image.sh
 
 ## testenv-up: start the local environment and write .testenv/env.sh
 testenv-up:
