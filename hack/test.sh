@@ -16,6 +16,9 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-8}
 # scenario; the exit status says whether all passed.
 # helm for the chart's tests (tests/chart.rs), built from its Go module once into the cache.
 "$repo_root/hack/build-helm.sh" >/dev/null
+# The operator's image (release build), imported into the node's containerd for
+# tests/operator_image.rs.
+"$repo_root/hack/image.sh" >/dev/null
 
 failed=0
 if [[ "$VAULTSYNC_TEST_KEYVAULT" == emulator ]]; then
