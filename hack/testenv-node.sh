@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# testenv-node.sh up BIN_DIR API_PORT | down
+# testenv-node.sh gateway | up BIN_DIR API_PORT GATEWAY [FORWARDED_PORT...] | down
 # The local environment's node, so that pods really run: containerd (Debian's, with runc
 # and the CNI plugins), kube-scheduler and a kubelet registered as node `testenv-node`.
+# `gateway` prints the host's address on the pods' bridge (a /24 of 10.244.0.0/16 that no
+# route of the host uses yet; testenv-up.sh puts it in the serving certificate); `up`
+# forwards each FORWARDED_PORT on that address to the same port on 127.0.0.1 (the API
+# server and the Azure doubles listen on loopback alone), so that pods on their own network
+# reach them as they would a cluster's API server and Azure: no host network needed.
 # Sourced state: hack/lib.sh (state_dir, start_component, ...); the API server and the
 # PKI of hack/testenv-up.sh must exist for `up`.
 #
@@ -11,7 +16,8 @@
 # it cannot relocate are named so that they are this environment's alone, recorded, and
 # undone by `down`:
 #   - the cgroup parent of every pod (cgroupRoot /vaultsync-<id> in each hierarchy);
-#   - the pods' bridge (vs<id>) and its veths;
+#   - the pods' bridge (vs<id>), its address (the gateway) and its veths, and the relays
+#     (socat) on that address;
 #   - libcni's result cache (/var/lib/cni/results/vaultsync-<id>-*);
 #   - the kubelet's /var/log/containers links (hard-coded there), pointing into the state;
 #   - containerd shims' sockets in /run/containerd/s (hard-coded in containerd 1.6);
@@ -40,6 +46,8 @@ hosts_mark="# vaultsync-testenv $env_id"
 bridge="vs$env_id"
 cni_network="vaultsync-$env_id"
 cgroup_root="/vaultsync-$env_id"
+# The bridge's /24s: one per environment on this host, so that their routes never overlap.
+pod_net_prefix=10.244
 containerd_socket="$node_dir/containerd/containerd.sock"
 host_dirs=(/var/lib/kubelet /var/lib/kubelet/device-plugins /run/containerd /run/containerd/s
   /var/lib/cni /var/lib/cni/results /var/log/containers)
@@ -51,9 +59,29 @@ cgroup_mounts() {
   awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/mounts
 }
 
+# The gateway address for a new environment: a /24 of $pod_net_prefix.0.0/16 that no
+# address or route of the host covers yet, starting from one derived from the id so that
+# environments started at the same time rarely try the same one.
+gateway() {
+  local used start n i
+  used=$( { ip -4 -o addr show; ip -4 route show; } 2>/dev/null)
+  start=$((16#${env_id:0:4} % 254 + 1))
+  for ((i = 0; i < 254; i++)); do
+    n=$(((start + i - 1) % 254 + 1))
+    if ! grep -qE "(^| )${pod_net_prefix//./\\.}\\.$n\\." <<<"$used"; then
+      echo "$pod_net_prefix.$n.1"
+      return 0
+    fi
+  done
+  die "no free /24 in $pod_net_prefix.0.0/16 for the pods' bridge"
+}
+
 up() {
-  local bin_dir=$1 api_port=$2
+  local bin_dir=$1 api_port=$2 gateway=$3
+  shift 3
+  local forwarded_ports=("$@")
   local pki="$state_dir/pki" kubeconfig="$state_dir/kubeconfig"
+  local subnet="${gateway%.*}.0/24"
 
   # --- packages ---------------------------------------------------------------------------
   local missing=()
@@ -61,6 +89,7 @@ up() {
   command -v runc >/dev/null || missing+=(runc)
   [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
   [[ -x /bin/busybox ]] || missing+=(busybox-static)
+  command -v socat >/dev/null || missing+=(socat)
   if ((${#missing[@]})); then
     say "installing ${missing[*]} from Debian"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
@@ -141,10 +170,15 @@ TOML
       >>"$state_dir/logs/images.log" 2>&1 || die "ctr images import $archive failed (log: $state_dir/logs/images.log)"
   done
 
-  # --- CNI: a bridge of this environment's own, without an address on the host ------------
-  # Pods reach nothing through it (no gateway, no masquerading, so no iptables rule and no
-  # route on the host); the operator's pod uses the host's network to reach the loopback
-  # API server and Azure doubles.
+  # --- CNI: a bridge of this environment's own, with the gateway as the host's address ---
+  # Pods reach the host's address on the bridge and nothing else: no default route, no
+  # masquerading, no iptables rule. The bridge exists before any pod so that the relays
+  # can listen on its address; the bridge plugin finds it with that address and keeps it.
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge ||
+    die "could not create the pods' bridge $bridge"
+  ip -4 addr show dev "$bridge" | grep -qF " $gateway/24 " || ip addr add "$gateway/24" dev "$bridge" ||
+    die "could not give $bridge the address $gateway/24"
+  ip link set "$bridge" up
   cat >"$node_dir/cni/net.d/10-vaultsync.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
@@ -153,19 +187,30 @@ TOML
     {
       "type": "bridge",
       "bridge": "$bridge",
-      "isGateway": false,
+      "isGateway": true,
+      "isDefaultGateway": false,
       "ipMasq": false,
       "hairpinMode": false,
       "ipam": {
         "type": "host-local",
         "dataDir": "$node_dir/cni/networks",
-        "ranges": [[{"subnet": "10.244.0.0/24"}]]
+        "ranges": [[{"subnet": "$subnet", "gateway": "$gateway"}]]
       }
     },
     {"type": "loopback"}
   ]
 }
 JSON
+  # The relays: GATEWAY:PORT -> 127.0.0.1:PORT for the API server and the Azure doubles,
+  # bytes as they are (TLS ends at the service: the serving certificate names the gateway).
+  if ((${#forwarded_ports[@]})); then
+    say "relaying ${forwarded_ports[*]} from $gateway (the pods' gateway) to 127.0.0.1"
+    start_component testenv-pod-relays "$repo_root/hack/testenv-pod-relays.sh" "$gateway" "${forwarded_ports[@]}"
+    local port
+    for port in "${forwarded_ports[@]}"; do
+      wait_healthy testenv-pod-relays 30 bash -c "ss -Hltn 'sport = :$port' | grep -qF '$gateway:$port'"
+    done
+  fi
 
   # --- kube-scheduler -----------------------------------------------------------------------
   local scheduler_port kubelet_port healthz_port
@@ -222,6 +267,8 @@ export VAULTSYNC_TEST_NODE='$node_name'
 export VAULTSYNC_TEST_BUSYBOX_IMAGE='$busybox_name'
 export VAULTSYNC_TEST_CONTAINERD_ADDRESS='$containerd_socket'
 export VAULTSYNC_TEST_API_PORT='$api_port'
+# Pods reach the API server and the Azure doubles here, at their loopback ports.
+export VAULTSYNC_TEST_POD_GATEWAY='$gateway'
 ENV
 }
 
@@ -251,6 +298,7 @@ down() {
     done
   fi
   stop_component containerd
+  stop_component testenv-pod-relays
 
   # Whatever still runs: shims started for this containerd (they name its socket on their
   # command line) and processes in this environment's cgroups.
@@ -319,7 +367,8 @@ down() {
 }
 
 case "${1:-}" in
+  gateway) gateway ;;
   up) shift; up "$@" ;;
   down) down ;;
-  *) echo "usage: testenv-node.sh up BIN_DIR API_PORT | down" >&2; exit 2 ;;
+  *) echo "usage: testenv-node.sh gateway | up BIN_DIR API_PORT GATEWAY [FORWARDED_PORT...] | down" >&2; exit 2 ;;
 esac

@@ -70,6 +70,13 @@ mkdir -p "$state_dir"/{pki,pids,logs,etcd-data,apiserver-certs}
 pki="$state_dir/pki"
 
 # --- PKI: one CA for every TLS endpoint and the admin client certificate -----------------
+# With the node, pods reach the API server and the Azure doubles at the host's address on
+# their bridge (hack/testenv-node.sh), which the serving certificate names too.
+serving_names="DNS:localhost,IP:127.0.0.1"
+if [[ "$node" == on ]]; then
+  pod_gateway=$("$repo_root/hack/testenv-node.sh" gateway)
+  serving_names+=",IP:$pod_gateway"
+fi
 say "generating the CA and certificates"
 (
   cd "$pki"
@@ -82,7 +89,7 @@ say "generating the CA and certificates"
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -out "$1.crt" -extfile "$1.ext"
   }
   issue serving "/CN=localhost" \
-    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=$serving_names\n"
   issue admin "/O=system:masters/CN=vaultsync-testenv-admin" \
     "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
   # RS256 service-account signing key, the algorithm Entra accepts for federation.
@@ -159,7 +166,10 @@ wait_healthy kube-controller-manager 90 kubectl get serviceaccount default -n de
 
 # --- the node ---------------------------------------------------------------------------
 if [[ "$node" == on ]]; then
-  "$repo_root/hack/testenv-node.sh" up "$bin_dir" "$api_port"
+  # Pods reach the API server, Entra and the managed-identity endpoint, and the two vault
+  # gateways; the emulator itself and the admin endpoint stay the tests' own.
+  "$repo_root/hack/testenv-node.sh" up "$bin_dir" "$api_port" "$pod_gateway" \
+    "$api_port" "$identity_port" "$vault_port" "$vault2_port"
 fi
 
 # --- the operator's own identity ---------------------------------------------------------
