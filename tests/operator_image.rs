@@ -1,13 +1,14 @@
 //! The operator's image (`make image`, imported into the node's containerd) running as the
-//! chart's Deployment on the environment's node: the chart's ServiceAccount, RBAC, probes
-//! and leader election, its own workload identity from a projected token, and the
-//! environment's CA from a ConfigMap. It syncs the article's secret; when its pod is
-//! deleted, the replacement pod takes the Lease over and keeps syncing.
+//! Deployment the chart installs on the environment's node: two replicas with leader
+//! election, the chart's ServiceAccount, RBAC and probes, its own workload identity from a
+//! projected token, and the environment's CA from a ConfigMap. It syncs the article's
+//! secret; when the leading pod is deleted, the other replica takes the Lease over and
+//! keeps syncing.
 //!
-//! The pod uses the host's network: the environment's API server and Azure doubles listen
-//! on loopback only, and the node has no service proxy. One node and the host's network
-//! leave room for one replica (both would bind the same health port), so the chart runs
-//! with `replicas=1` here.
+//! The pods run on the pods' network, each with its own address (so both replicas serve
+//! their probes on the chart's port): they reach the API server and the Azure doubles at the
+//! host's address on their bridge (`VAULTSYNC_TEST_POD_GATEWAY`, hack/testenv-node.sh), as a
+//! cluster's pods reach its API server and Azure.
 
 mod common;
 
@@ -60,28 +61,41 @@ impl Drop for Release {
     }
 }
 
-/// The one pod of the release that is running and ready, other than `except`.
-async fn running_pod(pods: &Api<Pod>, ns: &str, release: &str, except: Option<&str>) -> String {
+/// The release's pods that are ready and not being deleted, as `(name, pod IP)`, once
+/// there are `count` of them.
+async fn ready_pods(
+    pods: &Api<Pod>,
+    ns: &str,
+    release: &str,
+    count: usize,
+) -> Vec<(String, String)> {
     let selector = format!("app.kubernetes.io/instance={release}");
     for _ in 0..480 {
         let list = pods
             .list(&ListParams::default().labels(&selector))
             .await
             .expect("list the release's pods");
-        for pod in list.items {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            if Some(name.as_str()) == except || pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let status = pod.status.unwrap_or_default();
-            let ready = status
-                .container_statuses
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.ready);
-            if ready {
-                return name;
-            }
+        let ready: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter_map(|pod| {
+                let status = pod.status?;
+                let ready = status
+                    .container_statuses
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.ready);
+                ready.then(|| {
+                    (
+                        pod.metadata.name.unwrap_or_default(),
+                        status.pod_ip.unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        if ready.len() == count {
+            return ready;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -90,7 +104,28 @@ async fn running_pod(pods: &Api<Pod>, ns: &str, release: &str, except: Option<&s
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    panic!("no ready pod of release {release}:\n{described}");
+    panic!("release {release} never had {count} ready pods:\n{described}");
+}
+
+/// A `/metrics` counter of the pod at `ip`, read from the host over the pods' network.
+async fn pod_metric(ip: &str, line_start: &str) -> u64 {
+    // Straight to the pod: a proxy from the environment must not carry this.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{ip}:8080/metrics");
+    let text = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .expect("metrics text");
+    metric(&text, line_start)
+}
+
+/// `url` with its host replaced by the pods' gateway, where pods reach the same service.
+fn from_pods(url: &str, gateway: &str) -> String {
+    url.replacen("127.0.0.1", gateway, 1)
 }
 
 async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
@@ -132,10 +167,25 @@ async fn wait_secret_value(s: &Setup, name: &str, key: &str, want: &str) {
 }
 
 #[tokio::test]
-async fn the_image_runs_as_the_charts_deployment_syncs_and_hands_the_lease_over() {
+async fn the_image_runs_as_the_charts_two_replicas_syncs_and_the_standby_takes_over() {
     let s = setup().await;
     let ns = s.ns.name.clone();
     let release = unique("vaultsync");
+    let gateway = env("VAULTSYNC_TEST_POD_GATEWAY");
+    let api_port = env("VAULTSYNC_TEST_API_PORT");
+    // The vault gateway and Entra as pods reach them; the test seeds the same vault.
+    let vault_url = from_pods(&env("VAULTSYNC_TEST_VAULT_URL"), &gateway);
+    let authority = from_pods(&env("AZURE_AUTHORITY_HOST"), &gateway);
+    let vault_host = vault_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    let port_of = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned()
+    };
 
     // The article's secret, under a name of this test's own: tests share the vault.
     let kv_name = unique("ExampleSecret");
@@ -162,33 +212,29 @@ async fn the_image_runs_as_the_charts_deployment_syncs_and_hands_the_lease_over(
         .await
         .expect("create the CA ConfigMap");
 
-    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
     let extra_env = json!([
-        {"name": "VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR", "value": env("VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR")},
-        // No service proxy on this node: the API server where it listens.
-        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": env("VAULTSYNC_TEST_API_PORT")},
+        // Only for the emulator behind the gateway, whose host never passes the check.
+        {"name": "VAULTSYNC_SKIP_CHALLENGE_VERIFICATION_FOR", "value": vault_host},
+        // No service proxy on this node: the API server where pods reach it.
+        {"name": "KUBERNETES_SERVICE_HOST", "value": gateway},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": api_port},
     ])
     .to_string();
+    // The chart's defaults otherwise: two replicas, leader election, probes on 8080.
     let sets = [
         "image.pullPolicy=Never".to_owned(),
         format!("watchNamespaces={{{ns}}}"),
         "operatorIdentity.workloadIdentity.injectedByWebhook=false".to_owned(),
         format!("operatorIdentity.clientId={client_id}"),
         format!("operatorIdentity.tenantId={}", env("AZURE_TENANT_ID")),
-        format!(
-            "operatorIdentity.workloadIdentity.authorityHost={}",
-            env("AZURE_AUTHORITY_HOST")
-        ),
+        format!("operatorIdentity.workloadIdentity.authorityHost={authority}"),
         "extraCA.configMap.name=testenv-ca".to_owned(),
-        "extraVaultSuffixes={127.0.0.1,localhost}".to_owned(),
-        format!("healthPort={health_port}"),
-        "leaderElection.leaseSeconds=15".to_owned(),
+        format!("extraVaultSuffixes={{{gateway}}}"),
+        format!(
+            "networkPolicy.egressPorts={{{api_port},{},{}}}",
+            port_of(&authority),
+            port_of(&vault_url)
+        ),
     ];
     let mut args = vec!["install", &release, CHART, "--namespace", &ns];
     for set in &sets {
@@ -196,47 +242,58 @@ async fn the_image_runs_as_the_charts_deployment_syncs_and_hands_the_lease_over(
     }
     let extra_env = format!("extraEnv={extra_env}");
     args.extend(["--set-json", &extra_env]);
-    // Created with no pod, then given the host's network (not a chart value) and one.
-    args.extend(["--set", "replicas=0"]);
     helm(&args);
     let _release = Release {
         name: release.clone(),
         namespace: ns.clone(),
     };
-    let patched = Command::new("kubectl")
-        .args([
-            "patch",
-            "deployment",
-            &release,
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"replicas":1,"template":{"spec":{"hostNetwork":true}}}}"#,
-        ])
-        .output()
-        .expect("run kubectl");
-    assert!(
-        patched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&patched.stderr)
-    );
 
     let pods = Api::<Pod>::namespaced(s.client.clone(), &ns);
     let leases = Api::<Lease>::namespaced(s.client.clone(), &ns);
-    // Ready means the readiness probe on the image's health server answered.
-    let leader = running_pod(&pods, &ns, &release, None).await;
-    let pod = pods.get(&leader).await.unwrap();
-    let spec = pod.spec.unwrap();
-    assert_eq!(
-        spec.containers[0].image.as_deref(),
-        Some(format!("vaultsync:{}", env!("CARGO_PKG_VERSION")).as_str())
+    // Ready means each pod's own readiness probe answered: the leader once its caches
+    // synced, the standby once it read the Lease.
+    let replicas = ready_pods(&pods, &ns, &release, 2).await;
+    assert_ne!(
+        replicas[0].1, replicas[1].1,
+        "each replica has an address of its own"
     );
-    assert_eq!(
-        spec.node_name.as_deref(),
-        Some(env("VAULTSYNC_TEST_NODE").as_str())
-    );
-    wait_lease_holder(&leases, &release, &leader).await;
+    for (name, _) in &replicas {
+        let spec = pods.get(name).await.unwrap().spec.unwrap();
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some(format!("vaultsync:{}", env!("CARGO_PKG_VERSION")).as_str())
+        );
+        assert_eq!(spec.host_network, None, "pods on the pods' network");
+        assert_eq!(
+            spec.node_name.as_deref(),
+            Some(env("VAULTSYNC_TEST_NODE").as_str())
+        );
+    }
+    let mut leader = None;
+    for _ in 0..480 {
+        leader = lease_holder(&leases, &release).await;
+        if leader
+            .as_ref()
+            .is_some_and(|l| replicas.iter().any(|(n, _)| n == l))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let leader = leader.expect("a replica holds the Lease");
+    let (leader_ip, standby, standby_ip) = if replicas[0].0 == leader {
+        (
+            replicas[0].1.clone(),
+            replicas[1].0.clone(),
+            replicas[1].1.clone(),
+        )
+    } else {
+        (
+            replicas[1].1.clone(),
+            replicas[0].0.clone(),
+            replicas[0].1.clone(),
+        )
+    };
 
     s.vsecs
         .create(
@@ -244,7 +301,7 @@ async fn the_image_runs_as_the_charts_deployment_syncs_and_hands_the_lease_over(
             &vault_secret(
                 "example-secret",
                 json!({
-                    "vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
+                    "vaultUrl": vault_url,
                     "refreshInterval": "10s",
                     "data": [{"key": "password", "remoteRef": {"name": kv_name}}],
                 }),
@@ -257,14 +314,18 @@ async fn the_image_runs_as_the_charts_deployment_syncs_and_hands_the_lease_over(
     })
     .await;
     wait_secret_value(&s, "example-secret", "password", &first).await;
+    // The leader wrote it; the standby, which also runs, wrote nothing.
+    const WRITES: &str = "vaultsync_secret_writes_total ";
+    assert!(pod_metric(&leader_ip, WRITES).await >= 1);
+    assert_eq!(pod_metric(&standby_ip, WRITES).await, 0);
 
-    // The leader's pod goes: it releases the Lease on SIGTERM, the Deployment's new pod
-    // takes it and syncs the next rotation.
+    // The leader's pod goes: it releases the Lease on SIGTERM and the standby, already
+    // running, takes it and syncs the next rotation.
     pods.delete(&leader, &DeleteParams::default())
         .await
         .expect("delete the leading pod");
-    let successor = running_pod(&pods, &ns, &release, Some(&leader)).await;
-    wait_lease_holder(&leases, &release, &successor).await;
+    wait_lease_holder(&leases, &release, &standby).await;
     vault.set(&kv_name, &second).await;
     wait_secret_value(&s, "example-secret", "password", &second).await;
+    assert!(pod_metric(&standby_ip, WRITES).await >= 1);
 }
