@@ -2,8 +2,8 @@
 //! Deployment the chart installs on the environment's node: two replicas with leader
 //! election, the chart's ServiceAccount, RBAC and probes, its own workload identity from a
 //! projected token, and the environment's CA from a ConfigMap. It syncs the article's
-//! secret; when the leading pod is deleted, the other replica takes the Lease over and
-//! keeps syncing.
+//! secret; when the leading pod is deleted, another replica (the running standby or the
+//! Deployment's replacement) takes the Lease over and keeps syncing.
 //!
 //! The pods run on the pods' network, each with its own address (so both replicas serve
 //! their probes on the chart's port): they reach the API server and the Azure doubles at the
@@ -137,16 +137,17 @@ async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
-async fn wait_lease_holder(leases: &Api<Lease>, name: &str, holder: &str) {
+/// Waits until a replica other than `former` holds the Lease, and names it.
+async fn wait_lease_taken_over(leases: &Api<Lease>, name: &str, former: &str) -> String {
     let mut last = None;
     for _ in 0..480 {
         last = lease_holder(leases, name).await;
-        if last.as_deref() == Some(holder) {
-            return;
+        if let Some(holder) = last.as_deref().filter(|h| !h.is_empty() && *h != former) {
+            return holder.to_owned();
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("Lease {name} never held by {holder}; last holder: {last:?}");
+    panic!("Lease {name} never left {former}; last holder: {last:?}");
 }
 
 async fn wait_secret_value(s: &Setup, name: &str, key: &str, want: &str) {
@@ -167,7 +168,7 @@ async fn wait_secret_value(s: &Setup, name: &str, key: &str, want: &str) {
 }
 
 #[tokio::test]
-async fn the_image_runs_as_the_charts_two_replicas_syncs_and_the_standby_takes_over() {
+async fn the_image_runs_as_the_charts_two_replicas_syncs_and_another_replica_takes_over() {
     let s = setup().await;
     let ns = s.ns.name.clone();
     let release = unique("vaultsync");
@@ -319,13 +320,33 @@ async fn the_image_runs_as_the_charts_two_replicas_syncs_and_the_standby_takes_o
     assert!(pod_metric(&leader_ip, WRITES).await >= 1);
     assert_eq!(pod_metric(&standby_ip, WRITES).await, 0);
 
-    // The leader's pod goes: it releases the Lease on SIGTERM and the standby, already
-    // running, takes it and syncs the next rotation.
+    // The leader's pod goes: it releases the Lease on SIGTERM. The running standby and the
+    // Deployment's replacement pod are then both candidates; whichever asks first after the
+    // release takes it (the standby asks every retry period, the replacement as it starts),
+    // and that replica syncs the next rotation.
     pods.delete(&leader, &DeleteParams::default())
         .await
         .expect("delete the leading pod");
-    wait_lease_holder(&leases, &release, &standby).await;
+    let successor = wait_lease_taken_over(&leases, &release, &leader).await;
+    let successor_ip = if successor == standby {
+        standby_ip
+    } else {
+        ready_pods(&pods, &ns, &release, 2)
+            .await
+            .into_iter()
+            .find(|(name, _)| *name == successor)
+            .map(|(_, ip)| ip)
+            .unwrap_or_else(|| panic!("the new leader {successor} is not a ready pod"))
+    };
+    eprintln!(
+        "the Lease went from {leader} to {successor} ({})",
+        if successor == standby {
+            "the running standby"
+        } else {
+            "the Deployment's replacement pod"
+        }
+    );
     vault.set(&kv_name, &second).await;
     wait_secret_value(&s, "example-secret", "password", &second).await;
-    assert!(pod_metric(&standby_ip, WRITES).await >= 1);
+    assert!(pod_metric(&successor_ip, WRITES).await >= 1);
 }
