@@ -538,3 +538,64 @@ async fn the_operator_identity_flag_overrides_namespace_grants() {
     // ... and `all` allows in an ungranted one.
     wait_access_granted(&ungranted_vsecs, "app").await;
 }
+
+/// Whatever a VaultSecret's spec says, it reaches no other namespace: a ServiceAccount name
+/// that exists only in another namespace gets no token (the operator asks for the
+/// VaultSecret's own namespace's ServiceAccount, which is not there, and Entra is never
+/// asked for the other team's client id); a target named like another team's Secret is
+/// written in the VaultSecret's own namespace and the other team's Secret is untouched.
+/// (Paths and namespace-qualified names are refused at admission: tests/admission_sweep.rs.)
+#[tokio::test]
+async fn a_vault_secret_reaches_no_other_namespace_whatever_its_spec_says() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let doubles = Doubles::new();
+    let a = team(&client, &doubles, "a").await;
+    let b = team(&client, &doubles, "b").await;
+    // Team b's own Secret, as team b made it.
+    let theirs = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &b.ns.name);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shared-name"}, "stringData": {"k": "team-b-own-data"},
+    }))
+    .unwrap();
+    let before = theirs
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let operator_id = operator_identity(&doubles, &[]).await;
+    let _operator = Operator::start(&format!("{},{}", a.ns.name, b.ns.name), &operator_id, &[]);
+
+    // Team b's ServiceAccount name and team b's Key Vault secret, from team a.
+    a.vsecs
+        .create(
+            &PostParams::default(),
+            &vault_secret(
+                "borrow",
+                spec_as(json!({"serviceAccountName": b.sa}), &b.secret),
+            ),
+        )
+        .await
+        .unwrap();
+    let message = reason_message(&a.vsecs, "borrow", "IdentityError").await;
+    assert!(
+        message.contains(&format!("{}/{}", a.ns.name, b.sa)),
+        "{message}"
+    );
+    assert_eq!(doubles.token_requests(&b.client_id).await, 0);
+
+    // Team a's own identity, its target named like team b's Secret.
+    let mut spec = spec_as(json!({"serviceAccountName": a.sa}), &a.secret);
+    spec["target"] = json!({"name": "shared-name"});
+    a.vsecs
+        .create(&PostParams::default(), &vault_secret("same-name", spec))
+        .await
+        .unwrap();
+    wait_reason(&a.vsecs, "same-name", "Synced").await;
+    let ours = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &a.ns.name);
+    assert!(ours.get("shared-name").await.is_ok());
+    let after = theirs.get("shared-name").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "team b's Secret was written"
+    );
+}

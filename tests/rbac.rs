@@ -495,3 +495,227 @@ async fn rollout_restarts_work_with_the_opt_in_rule_and_are_refused_without_it()
     );
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+/// Whether the caller of `client` may do `verb` on `resource` (a SelfSubjectAccessReview:
+/// the API server's own answer for that identity, the same one every request gets).
+async fn may(
+    client: &kube::Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    subresource: &str,
+    namespace: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource: Some(subresource.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("a SelfSubjectAccessReview")
+        .status
+        .expect("a review status")
+        .allowed
+}
+
+/// The shipped ClusterRole, bound cluster-wide as deploy/rbac.yaml binds it, grants what the
+/// operator uses and nothing else that could widen a breach: every operation below is one
+/// a compromised operator would want, and the API server refuses each. The first list is
+/// what the operator needs (so the review itself is shown to answer "yes").
+#[tokio::test]
+async fn the_shipped_rbac_refuses_what_the_operator_does_not_need() {
+    let client = kube_client().await;
+    ensure_crd(&client).await;
+    let ns = TempNamespace::create(&client).await;
+    let other = TempNamespace::create(&client).await;
+    let role = unique("vaultsync-least");
+    apply_cluster_role(&client, &role).await;
+    create_service_account(&client, &ns.name, "operator").await;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns.name}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let _cleanup = ClusterWide(role.clone());
+    apply_leader_election_role(&client, &ns.name).await;
+    let operator = client_as_service_account(&client, &ns.name, "operator").await;
+    let o = other.name.as_str();
+
+    let needed = [
+        ("watch", "vaultsync.io", "vaultsecrets", ""),
+        ("patch", "vaultsync.io", "vaultsecrets", "status"),
+        ("patch", "", "secrets", ""),
+        ("create", "", "serviceaccounts", "token"),
+        ("create", "events.k8s.io", "events", ""),
+    ];
+    for (verb, group, resource, sub) in needed {
+        assert!(
+            may(&operator, verb, group, resource, sub, o).await,
+            "the operator needs {verb} {resource}/{sub}"
+        );
+    }
+    let refused = [
+        // The VaultSecret spec is the user's: the operator never edits or deletes it.
+        ("update", "vaultsync.io", "vaultsecrets", ""),
+        ("patch", "vaultsync.io", "vaultsecrets", ""),
+        ("create", "vaultsync.io", "vaultsecrets", ""),
+        ("delete", "vaultsync.io", "vaultsecrets", ""),
+        ("update", "vaultsync.io", "vaultsecrets", "status"),
+        // Secrets: server-side apply only; never a bulk delete.
+        ("update", "", "secrets", ""),
+        ("deletecollection", "", "secrets", ""),
+        // ServiceAccounts: read one's annotations, never list, change or make them.
+        ("list", "", "serviceaccounts", ""),
+        ("create", "", "serviceaccounts", ""),
+        ("patch", "", "serviceaccounts", ""),
+        ("delete", "", "serviceaccounts", ""),
+        // Workloads and their data: nothing.
+        ("get", "", "configmaps", ""),
+        ("list", "", "pods", ""),
+        ("create", "", "pods", ""),
+        ("create", "", "pods", "exec"),
+        ("patch", "apps", "deployments", ""),
+        ("create", "batch", "jobs", ""),
+        // Events through the old API only; never edited or removed.
+        ("create", "", "events", ""),
+        ("delete", "events.k8s.io", "events", ""),
+        // No way to widen its own rights or act as someone else.
+        ("create", "rbac.authorization.k8s.io", "rolebindings", ""),
+        ("create", "rbac.authorization.k8s.io", "roles", ""),
+        ("escalate", "rbac.authorization.k8s.io", "roles", ""),
+        ("bind", "rbac.authorization.k8s.io", "clusterroles", ""),
+        ("impersonate", "", "serviceaccounts", ""),
+        (
+            "create",
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            "",
+        ),
+        ("create", "authentication.k8s.io", "tokenreviews", ""),
+        // Namespaces are read for their grants, never changed (an annotation is a grant).
+        ("patch", "", "namespaces", ""),
+        ("update", "", "namespaces", ""),
+        ("delete", "", "namespaces", ""),
+        // Leader election: its own Lease, in its own namespace only.
+        ("get", "coordination.k8s.io", "leases", ""),
+        ("update", "coordination.k8s.io", "leases", ""),
+    ];
+    let mut granted = Vec::new();
+    for (verb, group, resource, sub) in refused {
+        if may(&operator, verb, group, resource, sub, o).await {
+            granted.push(format!("{verb} {group}/{resource}/{sub} in {o}"));
+        }
+    }
+    // Cluster-scoped objects that would switch off a guard or change the API.
+    for (verb, group, resource) in [
+        (
+            "update",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+        ),
+        (
+            "delete",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+        ),
+        (
+            "delete",
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+        ),
+        (
+            "update",
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicybindings",
+        ),
+        (
+            "create",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+        ),
+        ("list", "", "nodes"),
+        ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+    ] {
+        if may(&operator, verb, group, resource, "", "").await {
+            granted.push(format!("{verb} {group}/{resource}"));
+        }
+    }
+    assert!(
+        granted.is_empty(),
+        "the shipped RBAC grants what the operator does not need:\n{}",
+        granted.join("\n")
+    );
+
+    // And for real, not only as reviews: the API server refuses the requests themselves.
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let forbidden = |e: kube::Error| matches!(e, kube::Error::Api(ref s) if s.code == 403);
+    let configmaps = Api::<ConfigMap>::namespaced(operator.clone(), o);
+    assert!(forbidden(
+        configmaps.list(&Default::default()).await.unwrap_err()
+    ));
+    let rolebinding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "widen"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns.name}],
+    }))
+    .unwrap();
+    let rolebindings = Api::<RoleBinding>::namespaced(operator.clone(), o);
+    assert!(forbidden(
+        rolebindings
+            .create(&PostParams::default(), &rolebinding)
+            .await
+            .unwrap_err()
+    ));
+    let vsecs = Api::<VaultSecret>::namespaced(client.clone(), o);
+    let spec = json!({"vaultUrl": "https://my-vault.vault.azure.net", "data": [{"key": "k", "remoteRef": {"name": "s"}}]});
+    vsecs
+        .create(&PostParams::default(), &vault_secret("users", spec))
+        .await
+        .unwrap();
+    let as_operator = Api::<VaultSecret>::namespaced(operator.clone(), o);
+    let edit = json!({"spec": {"target": {"name": "elsewhere"}}});
+    assert!(forbidden(
+        as_operator
+            .patch("users", &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+            .unwrap_err()
+    ));
+    assert!(forbidden(
+        as_operator
+            .delete("users", &Default::default())
+            .await
+            .unwrap_err()
+    ));
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(operator.clone());
+    let grant = json!({"metadata": {"annotations": {OPERATOR_IDENTITY_GRANT.0: "allowed"}}});
+    assert!(forbidden(
+        namespaces
+            .patch(o, &PatchParams::default(), &Patch::Merge(&grant))
+            .await
+            .unwrap_err()
+    ));
+    println!(
+        "least privilege: {} needed operations allowed, {} unneeded refused as reviews, 5 refused as requests",
+        needed.len(),
+        refused.len() + 7
+    );
+}
