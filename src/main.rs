@@ -165,6 +165,10 @@ struct RunArgs {
     /// window restart it once, at the window's end.
     #[arg(long, env = "VAULTSYNC_ROLLOUT_RESTART_WINDOW_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     rollout_restart_window_seconds: u64,
+    /// How long before a synced Key Vault version's expiry (attributes.exp) the VaultSecret
+    /// gets the Warning Event and condition `Expiring`: a duration such as 168h, 24h, 90m.
+    #[arg(long, env = "VAULTSYNC_EXPIRY_WARNING", default_value = "168h", value_parser = parse_duration_flag)]
+    expiry_warning: Duration,
     /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "VAULTSYNC_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
@@ -180,6 +184,14 @@ struct RunArgs {
         default_value_t = 300
     )]
     watch_failure_threshold_seconds: u64,
+}
+
+/// A duration flag, spelt as `refreshInterval` is (`168h`, `90m`, `1h30m`); not zero.
+fn parse_duration_flag(text: &str) -> Result<Duration, String> {
+    match controller::decide::parse_interval(text)? {
+        d if d.is_zero() => Err("must be more than 0s".to_owned()),
+        d => Ok(d),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -282,6 +294,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         operator_identity: args.operator_identity,
         allow_rollout_restarts: args.allow_rollout_restarts,
         rollout_restart_window: Duration::from_secs(args.rollout_restart_window_seconds),
+        expiry_warning: args.expiry_warning,
     };
     tracing::info!(namespaces = ?config.namespaces, concurrency = config.concurrency, operator_identity = %config.operator_identity, "starting vaultsync");
     let elector = args.leader_election.then(|| {

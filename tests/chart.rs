@@ -312,6 +312,7 @@ fn chart_values_map_to_real_flags() {
             "terminationGracePeriodSeconds=60",
             "rolloutRestarts.enabled=true",
             "rolloutRestarts.windowSeconds=30",
+            "expiryWarning=24h",
         ],
     );
     let args = args(&objects);
@@ -319,6 +320,7 @@ fn chart_values_map_to_real_flags() {
         "--per-object-metrics=true",
         "--allow-rollout-restarts=true",
         "--rollout-restart-window-seconds=30",
+        "--expiry-warning=24h",
         "--shutdown-timeout-seconds=40",
         "--namespaces=team-a,team-b",
         "--log-format=text",
@@ -441,7 +443,7 @@ fn documented_metrics() -> BTreeSet<String> {
 #[test]
 fn the_prometheus_rule_is_opt_in_and_alerts_on_metrics_that_exist() {
     // Off by default (the default render's kinds are checked above); on, one rule with
-    // the three alerts. Its CRD (the Prometheus Operator's) is not on the local API
+    // the four alerts. Its CRD (the Prometheus Operator's) is not on the local API
     // server, so the rendered YAML is checked here rather than by a dry-run.
     let objects = render(
         "vaultsync",
@@ -466,6 +468,7 @@ fn the_prometheus_rule_is_opt_in_and_alerts_on_metrics_that_exist() {
         [
             "KeyVaultThrottled",
             "VaultSecretSyncStale",
+            "VaultSecretsExpiring",
             "VaultSecretsNotReady"
         ]
     );

@@ -408,6 +408,7 @@ async fn start_up_fails_with_a_hint_when_a_crd_is_missing() {
         operator_identity: Default::default(),
         allow_rollout_restarts: false,
         rollout_restart_window: vaultsync::controller::restart::DEFAULT_WINDOW,
+        expiry_warning: vaultsync::controller::expiry::DEFAULT_WARNING,
     };
     vaultsync::controller::ensure_crd_installed(&client, &config)
         .await

@@ -62,6 +62,10 @@ pub const RESTARTED_AT_ANNOTATION: &str = "vaultsync.io/restartedAt";
 /// The condition type that says how the last rollout restart of
 /// `spec.rolloutRestartTargets` went (absent while the spec names no target).
 pub const ROLLOUT_RESTARTS: &str = "RolloutRestarts";
+/// The condition type that says whether `status.expiresAt` is near: True (`Expiring`)
+/// within the operator's `--expiry-warning` window, True (`Expired`) once past, False
+/// (`NotExpiring`) before; absent when no synced version has an expiry.
+pub const EXPIRING: &str = "Expiring";
 
 /// Syncs secrets from Azure Key Vault into a Kubernetes Secret of the same namespace,
 /// keeps it current when Key Vault rotates them, and repairs it when it is edited.
@@ -94,6 +98,9 @@ pub const ROLLOUT_RESTARTS: &str = "RolloutRestarts";
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
+    // A string, not a date: kubectl prints a date column as an age, and a time ahead as
+    // `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -360,6 +367,14 @@ pub struct VaultSecretStatus {
     /// data hashes otherwise. Kept only while the spec names targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_data_hash: Option<String>,
+    /// The earliest expiry (Key Vault `attributes.exp`) among the synced versions; absent
+    /// when none has one. The `Expiring` condition says when it is near.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Key Vault expiry (`attributes.exp`) of the synced version per Secret key, for the
+    /// keys whose version has one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub synced_expiries: BTreeMap<String, Time>,
 }
 
 impl VaultSecret {

@@ -5,6 +5,7 @@
 mod backoff;
 pub mod data_hash;
 pub mod decide;
+pub mod expiry;
 pub mod grants;
 pub mod restart;
 pub mod target;
@@ -12,8 +13,8 @@ pub mod write;
 mod written;
 
 use crate::api::{
-    IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION, ROLLOUT_RESTARTS, Reason,
-    VaultSecret, VaultSecretStatus,
+    EXPIRING, IdentitySpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION,
+    ROLLOUT_RESTARTS, Reason, VaultSecret, VaultSecretStatus,
 };
 use crate::source::{
     FetchedSecret, IdentityRef, SecretBytes, SecretRequest, SecretSource, SourceError,
@@ -24,6 +25,7 @@ use decide::{ReadCause, ReadPlan};
 use futures::{FutureExt, StreamExt};
 use grants::{NamespaceGrants, OperatorIdentity};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
@@ -50,6 +52,9 @@ pub struct ControllerConfig {
     /// Rotations naming one workload within this window restart it once
     /// (`--rollout-restart-window-seconds`, [`restart::DEFAULT_WINDOW`]).
     pub rollout_restart_window: Duration,
+    /// How long before a synced version's expiry the `Expiring` Warning fires
+    /// (`--expiry-warning`, [`expiry::DEFAULT_WARNING`]).
+    pub expiry_warning: Duration,
 }
 
 pub struct Context {
@@ -70,6 +75,8 @@ pub struct Context {
     pub allow_rollout_restarts: bool,
     /// One restart per workload per window, whichever VaultSecrets ask.
     pub restarts: restart::Debouncer,
+    /// How long before an expiry the `Expiring` Warning fires.
+    pub expiry_warning: Duration,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -206,6 +213,7 @@ pub async fn run(
         errors: Default::default(),
         allow_rollout_restarts: config.allow_rollout_restarts,
         restarts: restart::Debouncer::new(config.rollout_restart_window),
+        expiry_warning: config.expiry_warning,
     });
 
     let mut controllers = Vec::new();
@@ -516,9 +524,11 @@ async fn sync(
                 .map(|secret| ctx.hash_key.data_hash(target::managed_data(secret, vsec)));
             let (new_status, restart_wait) =
                 rollout_restarts(vsec, ctx, status.clone(), current.as_deref(), now).await;
+            // The clock alone may have brought the expiry into the window, or past it.
+            let (new_status, expiry_wait) = expiry_step(vsec, ctx, new_status, now).await;
             write_status(vsec, ctx, status, new_status).await?;
             Metrics::count(&ctx.metrics.reconciliations, "waiting");
-            return Ok(earliest(after, restart_wait)
+            return Ok(earliest(earliest(after, restart_wait), expiry_wait)
                 .map(Action::requeue)
                 .unwrap_or_else(Action::await_change));
         }
@@ -539,7 +549,13 @@ async fn sync(
         interval,
         now,
     );
-    let data = read_all(vsec, &identity, ctx, kept, floor).await?;
+    // Kept entries are not read again: their expiry is the one synced with them.
+    let mut expiries: BTreeMap<String, Time> = kept
+        .keys()
+        .filter_map(|k| Some((k.clone(), status.synced_expiries.get(k)?.clone())))
+        .collect();
+    let (data, read_expiries) = read_all(vsec, &identity, ctx, kept, floor).await?;
+    expiries.extend(read_expiries);
     let values: BTreeMap<String, SecretBytes> = data
         .iter()
         .map(|(k, (v, _))| (k.clone(), v.clone()))
@@ -583,8 +599,13 @@ async fn sync(
         vsec.annotations().get(REFRESH_ANNOTATION).cloned(),
         now,
     );
+    let new_status = VaultSecretStatus {
+        synced_expiries: expiries,
+        ..new_status
+    };
     let (new_status, restart_wait) =
         rollout_restarts(vsec, ctx, new_status, Some(&new_hash), now).await;
+    let (new_status, expiry_wait) = expiry_step(vsec, ctx, new_status, now).await;
     write_status(vsec, ctx, status, new_status).await?;
     Metrics::count(&ctx.metrics.reconciliations, "synced");
     let all_pinned = vsec
@@ -594,9 +615,52 @@ async fn sync(
         .all(|e| e.remote_ref.pinned_version().is_some());
     let refresh = (!interval.is_zero() && !all_pinned)
         .then(|| interval.mul_f64(1.0 + decide::jitter_fraction(&jitter_key)));
-    Ok(earliest(refresh, restart_wait)
+    Ok(earliest(earliest(refresh, restart_wait), expiry_wait)
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
+}
+
+/// The expiry step: `status.expiresAt` from `status.syncedExpiries`, the `Expiring`
+/// condition for it at `now` (a Warning Event when it enters `Expiring` or `Expired`), and
+/// when the clock alone changes it next, so that the Warning comes at window entry even
+/// when no refresh is due then.
+async fn expiry_step(
+    vsec: &VaultSecret,
+    ctx: &Context,
+    mut status: VaultSecretStatus,
+    now: Timestamp,
+) -> (VaultSecretStatus, Option<Duration>) {
+    let first = expiry::earliest(&status.synced_expiries).map(|(k, t)| (k.to_owned(), t));
+    status.expires_at = first.as_ref().map(|(_, t)| Time(*t));
+    let previous = status.condition(EXPIRING).cloned();
+    let assessed = expiry::assess(
+        first.as_ref().map(|(k, t)| (k.as_str(), *t)),
+        |key| expiry::source_of(vsec, key),
+        ctx.expiry_warning,
+        now,
+    );
+    match assessed {
+        None => status.conditions = decide::remove_condition(&status.conditions, EXPIRING),
+        Some(assessed) => {
+            let condition =
+                expiry::condition(previous.as_ref(), assessed, vsec.meta().generation, now);
+            if expiry::warns(previous.as_ref(), &condition) {
+                publish(
+                    ctx,
+                    vsec,
+                    EventType::Warning,
+                    &condition.reason,
+                    condition.message.clone(),
+                )
+                .await;
+            }
+            status.conditions = decide::set_condition(&status.conditions, condition);
+        }
+    }
+    // A second late, so that the instant itself is past when the reconcile looks.
+    let next = expiry::next_change(first.map(|(_, t)| t), ctx.expiry_warning, now)
+        .map(|d| d + Duration::from_secs(1));
+    (status, next)
 }
 
 /// The sooner of two optional delays.
@@ -759,6 +823,9 @@ fn identity_for(vsec: &VaultSecret, namespace: &str) -> Result<IdentityRef, Fail
     }
 }
 
+/// The bytes to write per Secret key, with the Key Vault version they came from.
+type SyncedData = BTreeMap<String, (SecretBytes, String)>;
+
 /// Reads every entry not `kept` and turns each into the bytes to write, with its Key Vault
 /// version. Each distinct read is made once (Key Vault names ignore case, so `Db-Password`
 /// and `db-password` are one read), all concurrently. All or nothing: the first entry
@@ -769,7 +836,7 @@ async fn read_all(
     ctx: &Context,
     kept: BTreeMap<String, (SecretBytes, String)>,
     floor: Option<Timestamp>,
-) -> Result<BTreeMap<String, (SecretBytes, String)>, Failure> {
+) -> Result<(SyncedData, BTreeMap<String, Time>), Failure> {
     // Normalised, so that spellings of one vault share its client, reads and budget; a
     // host that is not a vault this operator calls is a spec error, and nothing is sent.
     let vault_url = ctx
@@ -820,6 +887,7 @@ async fn read_all(
         .await;
     let now = time::OffsetDateTime::now_utc();
     let mut out = kept;
+    let mut expiries = BTreeMap::new();
     for ((entry, _), slot) in pending.iter().zip(slots) {
         let fetched = match &results[slot] {
             Ok(fetched) => fetched,
@@ -844,8 +912,14 @@ async fn read_all(
             ..Failure::new(e.reason(), e.to_string())
         })?;
         out.insert(entry.key.clone(), (value, fetched.version.clone()));
+        if let Some(exp) = fetched
+            .expires
+            .and_then(|exp| Timestamp::from_second(exp.unix_timestamp()).ok())
+        {
+            expiries.insert(entry.key.clone(), Time(exp));
+        }
     }
-    Ok(out)
+    Ok((out, expiries))
 }
 
 async fn announce_sync(
@@ -942,7 +1016,9 @@ async fn fail(
         .await;
     }
     tracing::info!(reason = %reason, message = %shown, ready_kept = holds_generation, "not synced");
-    write_status(vsec, ctx, status, report.status).await?;
+    // The Secret keeps the last good versions, and so their expiry stays watched.
+    let (new_status, expiry_wait) = expiry_step(vsec, ctx, report.status, now).await;
+    write_status(vsec, ctx, status, new_status).await?;
     // Counted once reported, so that a count seen means the status is written.
     ctx.metrics
         .failures
@@ -960,11 +1036,14 @@ async fn fail(
             failure.passes_in,
         )
     };
-    Ok(match failure.retry {
-        Retry::AfterChange => Action::await_change(),
-        Retry::Slow => Action::requeue(delay(false)),
-        Retry::Transient => Action::requeue(delay(true)),
-    })
+    let retry = match failure.retry {
+        Retry::AfterChange => None,
+        Retry::Slow => Some(delay(false)),
+        Retry::Transient => Some(delay(true)),
+    };
+    Ok(earliest(retry, expiry_wait)
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 /// Server-side applies the status, skipped when nothing changed (an unchanged condition

@@ -24,6 +24,24 @@ pub struct ReadyLabels {
     pub reason: String,
 }
 
+/// The `within` label of `vaultsync_vaultsecrets_expiring`: a bucket bound.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WithinLabels {
+    pub within: String,
+}
+
+/// The buckets of `vaultsync_vaultsecrets_expiring`, cumulative as a histogram's: each
+/// counts the VaultSecrets whose `status.expiresAt` is at most that far ahead (expired
+/// ones included); `+Inf` counts every VaultSecret with an expiry. A day, the default
+/// `--expiry-warning` (a week), and a month: alert on the first two, plan with the third.
+pub const EXPIRY_BUCKETS: [(&str, Option<i64>); 5] = [
+    ("0s", Some(0)),
+    ("24h", Some(24 * 3600)),
+    ("168h", Some(168 * 3600)),
+    ("720h", Some(720 * 3600)),
+    ("+Inf", None),
+];
+
 /// The labels of the opt-in per-object gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
@@ -42,6 +60,8 @@ pub struct Snapshot {
     pub oldest_sync_age_seconds: Option<f64>,
     /// `(namespace, name, lastSyncTime as Unix seconds)` per object that has synced.
     pub last_success: Vec<(String, String, f64)>,
+    /// Objects per [`EXPIRY_BUCKETS`] bound, in that order.
+    pub expiring: [i64; 5],
 }
 
 /// Whether an object is expected to read Key Vault again: a suspended one, one synced
@@ -79,6 +99,14 @@ pub fn snapshot<'a>(
             },
         };
         *out.by_ready.entry(labels).or_default() += 1;
+        if let Some(at) = vsec.status.as_ref().and_then(|s| s.expires_at.as_ref()) {
+            let left = at.0.as_second() - now.as_second();
+            for (n, (_, bound)) in out.expiring.iter_mut().zip(EXPIRY_BUCKETS) {
+                if bound.is_none_or(|b| left <= b) {
+                    *n += 1;
+                }
+            }
+        }
         let Some(synced) = vsec.status.as_ref().and_then(|s| s.last_sync_time.as_ref()) else {
             continue;
         };
@@ -143,6 +171,24 @@ impl Collector for ObjectGauges {
                 by_ready.metric_type(),
             )?;
             by_ready.encode(metric)?;
+
+            // Every bucket, zeros included, once any VaultSecret exists: an alert on a
+            // bucket then has a series to compare.
+            let expiring = Family::<WithinLabels, Gauge>::default();
+            for ((within, _), n) in EXPIRY_BUCKETS.iter().zip(snap.expiring) {
+                expiring
+                    .get_or_create(&WithinLabels {
+                        within: (*within).to_owned(),
+                    })
+                    .set(n);
+            }
+            let metric = encoder.encode_descriptor(
+                "vaultsecrets_expiring",
+                "VaultSecrets whose earliest synced Key Vault expiry (status.expiresAt) is at most `within` ahead, expired ones included; +Inf: all with an expiry",
+                None,
+                expiring.metric_type(),
+            )?;
+            expiring.encode(metric)?;
         }
 
         if let Some(age) = snap.oldest_sync_age_seconds {
@@ -255,6 +301,25 @@ mod tests {
             snap.last_success
                 .contains(&("team-a".into(), "a".into(), 1_767_228_600.0))
         );
+    }
+
+    #[test]
+    fn objects_are_counted_by_time_left_to_expiry_in_cumulative_buckets() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let expiring = |name: &str, at: Option<&str>| {
+            let mut status = ready("True", "Synced", Some("2026-01-01T00:00:00Z"));
+            status["expiresAt"] = json!(at);
+            vsec(name, spec(json!({})), status)
+        };
+        let objects = [
+            expiring("expired", Some("2025-12-31T00:00:00Z")),
+            expiring("hours", Some("2026-01-01T12:00:00Z")),
+            expiring("days", Some("2026-01-04T00:00:00Z")),
+            expiring("weeks", Some("2026-01-20T00:00:00Z")),
+            expiring("year", Some("2027-01-01T00:00:00Z")),
+            expiring("never", None),
+        ];
+        assert_eq!(snapshot(&objects, now).expiring, [1, 2, 3, 4, 5]);
     }
 
     #[test]
