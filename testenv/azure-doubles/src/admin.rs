@@ -2,6 +2,7 @@
 //! doubles. Documented in the README's development section.
 
 use crate::state::{Access, Fault, Registry};
+use crate::tokens::TokenIssuer;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
@@ -38,7 +39,15 @@ fn found(removed: bool) -> StatusCode {
     }
 }
 
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(registry: Arc<Registry>, tokens: Arc<TokenIssuer>) -> Router {
+    // The tokens issued and the assertions seen, for the tests' leak scan.
+    let ledger = Router::new().route(
+        "/tokens",
+        get(move || {
+            let tokens = tokens.clone();
+            async move { Json(tokens.ledger_snapshot()) }
+        }),
+    );
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -109,4 +118,5 @@ pub fn router(registry: Arc<Registry>) -> Router {
             get(|State(r): State<Arc<Registry>>| async move { Json(r.stats_json()) }),
         )
         .with_state(registry)
+        .merge(ledger)
 }

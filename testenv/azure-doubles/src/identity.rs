@@ -113,6 +113,7 @@ async fn entra_token(
             "The request body must contain the following parameter: 'client_id'.".into(),
         );
     }
+    s.tokens.witness_assertion(&form.client_assertion);
     let claims = match s.verifier.verify(&form.client_assertion).await {
         Ok(claims) => claims,
         Err(e) => return assertion_error(e),

@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
         "azure doubles listening"
     );
 
-    let admin = axum::serve(admin_listener, admin::router(registry));
+    let admin = axum::serve(admin_listener, admin::router(registry, tokens));
     tokio::select! {
         result = admin => result.context("admin server")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),

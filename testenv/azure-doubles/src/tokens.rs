@@ -26,6 +26,15 @@ pub struct TokenIssuer {
     issuer: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    ledger: std::sync::Mutex<TokenLedger>,
+}
+
+/// Every token the doubles issued and every client assertion (a ServiceAccount token)
+/// they were shown, for the tests' leak scan: none may appear where the operator writes.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TokenLedger {
+    pub issued: Vec<String>,
+    pub assertions: Vec<String>,
 }
 
 pub fn now_secs() -> u64 {
@@ -42,7 +51,23 @@ impl TokenIssuer {
             issuer,
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
+            ledger: Default::default(),
         }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, TokenLedger> {
+        // Plain lists: still consistent after a panic elsewhere.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a client assertion presented to the token endpoint.
+    pub fn witness_assertion(&self, assertion: &str) {
+        self.ledger().assertions.push(assertion.to_owned());
+    }
+
+    /// A copy of the ledger (the admin API's `GET /tokens`).
+    pub fn ledger_snapshot(&self) -> TokenLedger {
+        self.ledger().clone()
     }
 
     pub fn issue(
@@ -65,6 +90,7 @@ impl TokenIssuer {
             src: src.to_owned(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        self.ledger().issued.push(token.clone());
         Ok((token, claims.exp))
     }
 
@@ -102,5 +128,6 @@ mod tests {
         assert!(issuer.verify(&token, "https://storage.azure.com").is_err());
         let other = TokenIssuer::new("https://login.test/t/v2.0".into());
         assert!(other.verify(&token, "https://vault.azure.net").is_err());
+        assert_eq!(issuer.ledger_snapshot().issued, vec![token]);
     }
 }
