@@ -2,7 +2,8 @@
 # `make test`: start the local environment (unless one is already up), run every test,
 # and stop the environment again if this run started it. Nothing is skipped: the Rust
 # tests (unit, integration, the recording replay, the Rust SDK scenario), then the same
-# Key Vault scenario through the official Python and Go SDKs.
+# Key Vault scenario through the official Python and Go SDKs, then the leak scan over the
+# whole run.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 cd "$repo_root"
@@ -20,6 +21,10 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-8}
 # tests/operator_image.rs.
 "$repo_root/hack/image.sh" >/dev/null
 
+# The leak scan's inputs (values seeded, operator logs, /metrics, Events and statuses)
+# are this run's alone.
+rm -rf "$state_dir/leak-scan"
+
 failed=0
 if [[ "$VAULTSYNC_TEST_KEYVAULT" == emulator ]]; then
   cargo test --workspace --no-fail-fast || failed=1
@@ -30,4 +35,6 @@ else
   cargo test --test keyvault_replay || failed=1
 fi
 "$repo_root/hack/keyvault-clients.sh" || failed=1
+# Last: every value and token of the run against everything the operator showed.
+VAULTSYNC_LEAK_SCAN_FINAL=1 cargo test --test leak_scan || failed=1
 ((failed == 0)) || die "some tests failed (see above)"

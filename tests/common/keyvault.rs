@@ -61,6 +61,9 @@ impl KeyVault {
     /// Sets a new version from a full request body (`value`, `attributes`, `contentType`,
     /// `tags`); returns its version id.
     pub async fn set_with(&self, name: &str, body: Value) -> String {
+        if let Some(value) = body["value"].as_str() {
+            super::leak::register_value(value);
+        }
         let bundle = self
             .call(
                 reqwest::Method::PUT,

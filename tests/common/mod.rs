@@ -4,6 +4,7 @@
 
 pub mod invariants;
 pub mod keyvault;
+pub mod leak;
 pub mod operator;
 pub mod pods;
 
@@ -93,6 +94,8 @@ impl TempNamespace {
 
 impl Drop for TempNamespace {
     fn drop(&mut self) {
+        // What the namespace's objects said goes to the leak scan before they go.
+        leak::keep_namespace_objects(&self.name);
         // Drop cannot await; kubectl (on PATH from env.sh) does the deletion synchronously.
         let _ = std::process::Command::new("kubectl")
             .args([

@@ -1,5 +1,6 @@
 //! The operator under test: the real `vaultsync` binary, one process per test, watching
-//! only that test's namespace, with its logs kept for leak checks.
+//! only that test's namespace, at debug level, with its logs (text or JSON, in turn) and
+//! its `/metrics` kept for the run's leak scan (see [`super::leak`]).
 
 use super::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -105,21 +106,38 @@ impl Operator {
         vars: &[(&str, &str)],
     ) -> Self {
         let binary = operator_binary();
+        // Each started operator takes the other format than the one before it in this
+        // process, so the leak scan sees both writers at work.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let format = if STARTED
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(2)
+        {
+            "json"
+        } else {
+            "text"
+        };
+        let log_name = format!(
+            "{}-{}.{format}.log",
+            namespace.replace(',', "+"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let log_file = super::leak::dir("operator-logs")
+            .unwrap_or_else(std::env::temp_dir)
+            .join(log_name);
+        let log = std::fs::File::create(&log_file).expect("create the operator log");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        // One file per process: replicas of one namespace must not write over each other.
-        let log_file = std::env::temp_dir().join(format!("vaultsync-{namespace}-{port}.log"));
-        let log = std::fs::File::create(&log_file).expect("create the operator log");
         let child = Command::new(binary)
             .args([
                 "run",
                 "--namespaces",
                 namespace,
                 "--log-format",
-                "json",
+                format,
                 "--health-addr",
                 &format!("127.0.0.1:{port}"),
             ])
@@ -142,12 +160,15 @@ impl Operator {
         }
     }
 
-    /// The operator's `/metrics` text, once its health server answers.
+    /// The operator's `/metrics` text, once its health server answers (also kept for the
+    /// leak scan).
     pub async fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.health_port);
         for _ in 0..120 {
             if let Ok(response) = reqwest::get(&url).await {
-                return response.text().await.expect("metrics text");
+                let text = response.text().await.expect("metrics text");
+                self.keep_metrics(&text);
+                return text;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -201,13 +222,39 @@ impl Operator {
     }
 }
 
+impl Operator {
+    fn keep_metrics(&self, text: &str) {
+        if let Some(dir) = super::leak::dir("metrics") {
+            let name = format!("{}.txt", uuid::Uuid::new_v4().simple());
+            let _ = std::fs::write(dir.join(name), text);
+        }
+    }
+
+    /// `/metrics` as the operator ends, with a plain blocking request: Drop cannot await.
+    fn final_metrics(&self) -> Option<String> {
+        use std::io::{Read as _, Write as _};
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.health_port));
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
+        if let Some(text) = self.final_metrics() {
+            self.keep_metrics(&text);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_file(&self.log_file);
-        } else {
+        // The log stays for the run's leak scan (under .testenv/leak-scan/operator-logs).
+        if std::thread::panicking() {
             eprintln!("operator log kept at {}", self.log_file.display());
         }
     }
