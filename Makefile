@@ -17,7 +17,7 @@ lint:
 demo:
 	hack/demo.sh
 
-## bench: cost of N VaultSecrets on one identity (release build); BENCH_SIZES="100 1000"
+## bench: cost of N VaultSecrets over K secrets, several namespaces, U unrelated Secrets (release build); BENCH_SIZES="100 1000 5000"
 bench:
 	hack/bench.sh
 

@@ -2,9 +2,8 @@
 # `make image`: the operator's container image as an OCI archive, without a Docker engine.
 #   target/image/vaultsync-<version>.oci.tar, named vaultsync:<version>
 #   (docker.io/library/vaultsync:<version>, what `image: vaultsync:<version>` resolves to).
-# Contents: the release binary linked statically against glibc (crt-static; no musl
-# target is installed here; glibc 2.34 and later resolve names through /etc/hosts and DNS
-# without loading NSS modules, so a static binary resolves in an empty image) at /vaultsync, Debian's CA bundle at
+# Contents: the release binary linked statically against glibc (build_static_release in
+# hack/lib.sh) at /vaultsync, Debian's CA bundle at
 # /etc/ssl/certs/ca-certificates.crt, and /etc/passwd and /etc/group naming the numeric
 # user 65532 the image runs as. Entrypoint: /vaultsync. Assembled with crane
 # (hack/oci-image.sh). When the local environment's node is up, the image is imported
@@ -16,14 +15,7 @@ cd "$repo_root"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 name="docker.io/library/vaultsync:$version"
 out="$repo_root/target/image/vaultsync-$version.oci.tar"
-triple=x86_64-unknown-linux-gnu
-
-# --target keeps crt-static off build scripts and proc macros, which must stay dynamic.
-say "building the release binary (static, $triple)"
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$triple" --bin vaultsync
-binary="target/$triple/release/vaultsync"
-file -L "$binary" | grep -Eq 'statically linked|static-pie linked' || die "$binary is not statically linked: $(file -L "$binary")"
+binary=$(build_static_release)
 
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 [[ -s "$ca_bundle" ]] || die "no CA bundle at $ca_bundle (apt-get install ca-certificates)"

@@ -113,3 +113,19 @@ use_testenv() {
   # shellcheck source=/dev/null
   source "$state_dir/env.sh"
 }
+
+# The operator's release binary, linked statically against glibc (crt-static; no musl
+# target is installed here; glibc 2.34 and later resolve names through /etc/hosts and DNS
+# without loading NSS modules, so it resolves in an empty image). One build serves the
+# image (hack/image.sh) and the benchmark (hack/bench.sh). --target keeps crt-static off
+# build scripts and proc macros, which must stay dynamic. Prints the binary's path.
+build_static_release() {
+  local triple=x86_64-unknown-linux-gnu
+  say "building the release binary (static, $triple)"
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --locked --target "$triple" --bin vaultsync >&2
+  local binary="$repo_root/target/$triple/release/vaultsync"
+  file -L "$binary" | grep -Eq 'statically linked|static-pie linked' ||
+    die "$binary is not statically linked: $(file -L "$binary")"
+  echo "$binary"
+}

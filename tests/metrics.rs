@@ -101,17 +101,6 @@ async fn synced_after(s: &Setup, name: &str, before: Timestamp) -> VaultSecret {
     .await
 }
 
-async fn delete_faults(secret: &str) {
-    reqwest::Client::new()
-        .delete(format!(
-            "{}/faults?secret={secret}",
-            env("VAULTSYNC_TEST_AZURE_ADMIN_URL")
-        ))
-        .send()
-        .await
-        .expect("admin API reachable");
-}
-
 /// The metric names `/metrics` exports, as a query names them (counters with `_total`).
 fn exported(metrics: &str) -> BTreeSet<String> {
     metrics
@@ -189,7 +178,7 @@ async fn metrics_follow_a_scripted_scenario_and_carry_no_secret() {
     );
 
     // Recovery: the outage ends and c syncs at its next retry; the False series goes.
-    delete_faults(c).await;
+    s.doubles.clear_faults(Some(c)).await;
     wait_reason(&s.vsecs, "app-c", "Synced").await;
     let recovered = scrape_until(&operator, "3 Synced", |m| {
         ready_count(m, "True", "Synced") == Some(3.0)

@@ -218,6 +218,23 @@ impl Doubles {
         }
     }
 
+    /// Removes the injected Key Vault faults of `secret` (`DELETE /faults?secret=`), or
+    /// every fault when `None`.
+    pub async fn clear_faults(&self, secret: Option<&str>) {
+        let query = secret.map(|s| format!("?secret={s}")).unwrap_or_default();
+        let response = self
+            .http
+            .delete(format!("{}/faults{query}", self.base))
+            .send()
+            .await
+            .expect("admin API reachable");
+        assert!(
+            response.status().is_success(),
+            "DELETE /faults: {}",
+            response.status()
+        );
+    }
+
     pub async fn put(&self, path: &str, body: serde_json::Value) {
         let response = self
             .http
