@@ -1,10 +1,13 @@
 //! Per-object backoff for reconciles that end in an error (a Kubernetes API failure that
 //! could not even be reported in status, a write conflict to decide again): exponential
 //! from one second, capped at five minutes, reset by the object's next good reconcile.
+//! And the pace of drift repairs, so that a client deleting or editing a Secret in a loop
+//! does not get the operator writing it (and reading Key Vault, and publishing an Event)
+//! in the same loop.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first retry after an error; a conflict (409) is usually decided again at once.
 const FIRST: Duration = Duration::from_secs(1);
@@ -38,9 +41,96 @@ impl ErrorBackoff {
     }
 }
 
+/// The pause after a drift repair before the same object is repaired again.
+const REPAIR_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between repairs of one object: under a fight that never ends, one
+/// write, one Key Vault read and one Event a minute, and a Secret missing or wrong for at
+/// most a minute at a time.
+const REPAIR_CAP: Duration = Duration::from_secs(60);
+
+/// How long a Secret stays intact after a repair before its pauses start over.
+const REPAIR_QUIET: Duration = Duration::from_secs(60);
+
+/// The pace of drift repairs per object (`namespace/name`): a repair right away, then, while
+/// the Secret keeps drifting, pauses of 1 s, 2 s, 4 s, … up to 60 s between repairs. The
+/// pauses start over once a Secret has stayed intact for a minute after a repair (a fixed
+/// quiet time rather than one relative to the pause: a client slower than the pause would
+/// otherwise start the pauses over at each repair). Every drift is still repaired (the
+/// last one after at most a pause), so the Secret ends as Key Vault holds it; only
+/// repeats are slowed.
+#[derive(Debug, Default)]
+pub struct RepairPace {
+    /// The last repair and how many came in a row, per object.
+    repairs: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+fn repair_pause(in_a_row: u32) -> Duration {
+    REPAIR_FIRST
+        .saturating_mul(2u32.saturating_pow(in_a_row.saturating_sub(1)))
+        .min(REPAIR_CAP)
+}
+
+impl RepairPace {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u32)>> {
+        // A plain map stays consistent even if a holder panicked.
+        self.repairs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long `object` must wait before its next repair at `now`, if at all.
+    pub fn wait(&self, object: &str, now: Instant) -> Option<Duration> {
+        let repairs = self.lock();
+        let (last, in_a_row) = repairs.get(object)?;
+        let pause = repair_pause(*in_a_row);
+        let since = now.saturating_duration_since(*last);
+        (since < pause).then(|| pause - since)
+    }
+
+    /// Records a repair of `object` at `now`.
+    pub fn repaired(&self, object: &str, now: Instant) {
+        let mut repairs = self.lock();
+        // Objects whose Secrets stayed intact long enough start over: forget them.
+        repairs.retain(|_, (last, _)| now.saturating_duration_since(*last) < REPAIR_QUIET);
+        let in_a_row = match repairs.get(object) {
+            Some((_, n)) => n.saturating_add(1),
+            None => 1,
+        };
+        repairs.insert(object.to_owned(), (now, in_a_row));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repairs_in_a_row_pause_longer_up_to_a_minute_and_start_over_after_a_quiet_minute() {
+        let pace = RepairPace::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(pace.wait("ns/a", t0), None, "the first repair is at once");
+        pace.repaired("ns/a", t0);
+        assert_eq!(pace.wait("ns/a", t0), Some(s(1)));
+        assert_eq!(pace.wait("ns/b", t0), None, "per object");
+        // Drifting again and again: pauses of 1, 2, 4, ... 60 s.
+        let mut at = t0;
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            let pause = pace.wait("ns/a", at).unwrap();
+            pauses.push(pause.as_secs());
+            at += pause;
+            assert_eq!(pace.wait("ns/a", at), None);
+            pace.repaired("ns/a", at);
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60]);
+        // A slow fight keeps its pace: 59 s after the last repair, still 60 s apart.
+        assert_eq!(pace.wait("ns/a", at + s(59)), Some(s(1)));
+        // Intact for a minute: the next drift is repaired at once, and the pauses start
+        // over.
+        at += s(60);
+        assert_eq!(pace.wait("ns/a", at), None);
+        pace.repaired("ns/a", at);
+        assert_eq!(pace.wait("ns/a", at), Some(s(1)));
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {

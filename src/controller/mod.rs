@@ -77,6 +77,8 @@ pub struct Context {
     pub restarts: restart::Debouncer,
     /// How long before an expiry the `Expiring` Warning fires.
     pub expiry_warning: Duration,
+    /// The pace of drift repairs, per object.
+    repairs: backoff::RepairPace,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -214,6 +216,7 @@ pub async fn run(
         allow_rollout_restarts: config.allow_rollout_restarts,
         restarts: restart::Debouncer::new(config.rollout_restart_window),
         expiry_warning: config.expiry_warning,
+        repairs: Default::default(),
     });
 
     let mut controllers = Vec::new();
@@ -446,14 +449,7 @@ async fn sync(
     .map_err(|m| Failure::new(Reason::IdentityError, m))?;
 
     let existing = secrets.get_opt(&target_name).await?;
-    target::ensure_not_foreign(existing.as_ref().map(|s| &s.metadata), vsec)
-        .map_err(|m| Failure::new(Reason::OwnershipConflict, m))?;
-    if let TypeChange::RefusedForMerge { from, to } = target::type_change(existing.as_ref(), vsec) {
-        let message = format!(
-            "target.type is {to} but Secret '{target_name}' is {from}: Kubernetes cannot change a Secret's type in place, and a Secret merged into (creationPolicy Merge) is shared with other writers, so it is never re-created; remove target.type or set it to {from}"
-        );
-        return Err(Failure::new(Reason::InvalidSpec, message).into());
-    }
+    check_target(existing.as_ref(), vsec)?;
     let state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
     let synced_this_generation =
         decide::synced_this_generation(status, vsec.meta().generation, &target_name);
@@ -489,6 +485,19 @@ async fn sync(
         all_pinned_and_synced,
     });
 
+    // A Secret that keeps drifting (a client deleting or editing it in a loop) is repaired
+    // at a pace: each repair costs a write, an Event, and, for lost data, a Key Vault read.
+    let object = object_key(vsec);
+    let repair = matches!(plan, ReadPlan::Read(ReadCause::Drift))
+        || (matches!(plan, ReadPlan::Wait(_)) && state == SecretState::MetadataDrifted);
+    if repair && let Some(pause) = ctx.repairs.wait(&object, Instant::now()) {
+        tracing::info!(
+            pause_ms = pause.as_millis() as u64,
+            "the Secret drifted again soon after its last repair; repairing after a pause"
+        );
+        Metrics::count(&ctx.metrics.reconciliations, "waiting");
+        return Ok(Action::requeue(pause));
+    }
     let cause = match plan {
         ReadPlan::Read(cause) => cause,
         ReadPlan::Wait(after) => {
@@ -501,6 +510,7 @@ async fn sync(
                 {
                     return Ok(Action::requeue(write::STALE_RETRY));
                 }
+                ctx.repairs.repaired(&object, Instant::now());
                 let note = format!(
                     "restored the labels, annotations, type or owner of Secret '{target_name}' (data was intact; no Key Vault read)"
                 );
@@ -549,6 +559,7 @@ async fn sync(
         interval,
         now,
     );
+    let kept_from_secret = !kept.is_empty();
     // Kept entries are not read again: their expiry is the one synced with them.
     let mut expiries: BTreeMap<String, Time> = kept
         .keys()
@@ -565,17 +576,35 @@ async fn sync(
     let new_hash = ctx
         .hash_key
         .data_hash(values.iter().map(|(k, v)| (k.as_str(), v.expose())));
-    let current_hash = existing
-        .as_ref()
-        .map(|s| ctx.hash_key.data_hash(target::managed_data(s, vsec)));
-    let needs_write =
-        state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
-    // Written on the Secret as read: one changed meanwhile is decided again, quietly.
-    if needs_write
-        && write::apply_secret(&secrets, vsec, existing.as_ref(), &values, ctx).await?
-            == Written::Stale
-    {
-        return Ok(Action::requeue(write::STALE_RETRY));
+    // Written on the Secret as read. A Secret changed meanwhile (409) is decided again on
+    // the Secret as it is now, with the values already read: the conflict is the API
+    // server's, not Key Vault's, so Key Vault is not asked again, and the next write follows
+    // its decision by milliseconds instead of a Key Vault read, so a client that keeps
+    // touching the Secret cannot keep it from converging.
+    let decided_on = state;
+    let mut existing = existing;
+    let mut state = state;
+    let mut needs_write = false;
+    for attempt in 1..=write::WRITE_ATTEMPTS {
+        let current_hash = existing
+            .as_ref()
+            .map(|s| ctx.hash_key.data_hash(target::managed_data(s, vsec)));
+        needs_write =
+            state != SecretState::InSync || current_hash.as_deref() != Some(new_hash.as_str());
+        if !needs_write
+            || write::apply_secret(&secrets, vsec, existing.as_ref(), &values, ctx).await?
+                == Written::Done
+        {
+            break;
+        }
+        // Values kept from the Secret as it was read (pinned entries) may not be in the
+        // Secret any more: those are decided again from the start.
+        if attempt == write::WRITE_ATTEMPTS || kept_from_secret {
+            return Ok(Action::requeue(write::STALE_RETRY));
+        }
+        existing = secrets.get_opt(&target_name).await?;
+        check_target(existing.as_ref(), vsec)?;
+        state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
     }
     // After a target.name change, the old Secret goes only once the new one holds the
     // data, so pods never lose their Secret to a rename that cannot complete.
@@ -590,7 +619,10 @@ async fn sync(
         .iter()
         .map(|(k, (_, version))| (k.clone(), version.clone()))
         .collect();
-    announce_sync(vsec, ctx, status, &versions, cause, state, needs_write).await;
+    if cause == ReadCause::Drift && needs_write {
+        ctx.repairs.repaired(&object, Instant::now());
+    }
+    announce_sync(vsec, ctx, status, &versions, cause, decided_on, needs_write).await;
     let new_status = decide::synced_status(
         status,
         vsec.meta().generation,
@@ -797,6 +829,21 @@ async fn rollout_restarts(
             (status, None)
         }
     }
+}
+
+/// Whether the Secret as read may be written by this VaultSecret: not another's
+/// (`OwnershipConflict`), and not a Merge target of another type (`InvalidSpec`).
+fn check_target(existing: Option<&Secret>, vsec: &VaultSecret) -> Result<(), Failure> {
+    target::ensure_not_foreign(existing.map(|s| &s.metadata), vsec)
+        .map_err(|m| Failure::new(Reason::OwnershipConflict, m))?;
+    if let TypeChange::RefusedForMerge { from, to } = target::type_change(existing, vsec) {
+        let target_name = vsec.target_name();
+        let message = format!(
+            "target.type is {to} but Secret '{target_name}' is {from}: Kubernetes cannot change a Secret's type in place, and a Secret merged into (creationPolicy Merge) is shared with other writers, so it is never re-created; remove target.type or set it to {from}"
+        );
+        return Err(Failure::new(Reason::InvalidSpec, message));
+    }
+    Ok(())
 }
 
 /// The identity the spec names; whether the namespace may use it is [`grants::check_grant`].

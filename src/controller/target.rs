@@ -286,7 +286,7 @@ pub fn managed_data<'a>(secret: &'a Secret, vsec: &VaultSecret) -> Vec<(&'a str,
 }
 
 /// What the existing Secret looks like against what was last written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretState {
     Missing,
     /// Its managed data no longer hashes to the recorded hash.

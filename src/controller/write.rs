@@ -23,6 +23,11 @@ use std::time::Duration;
 /// the watch event that usually brings it back first.
 pub const STALE_RETRY: Duration = Duration::from_secs(1);
 
+/// How many times one reconcile writes the Secret when each write finds it changed since
+/// it was read (409), deciding again on the Secret as it is now, before it gives up and
+/// decides again from the start after [`STALE_RETRY`].
+pub const WRITE_ATTEMPTS: u32 = 3;
+
 /// What became of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
