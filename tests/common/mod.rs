@@ -2,6 +2,7 @@
 //! `make testenv-up` starts and describes in `.testenv/env.sh`.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fleet;
 pub mod invariants;
 pub mod keyvault;
 pub mod leak;
