@@ -53,15 +53,27 @@ const REPAIR_QUIET: Duration = Duration::from_secs(60);
 
 /// The pace of drift repairs per object (`namespace/name`): a repair right away, then, while
 /// the Secret keeps drifting, pauses of 1 s, 2 s, 4 s, … up to 60 s between repairs. The
-/// pauses start over once a Secret has stayed intact for a minute after a repair (a fixed
-/// quiet time rather than one relative to the pause: a client slower than the pause would
-/// otherwise start the pauses over at each repair). Every drift is still repaired (the
-/// last one after at most a pause), so the Secret ends as Key Vault holds it; only
-/// repeats are slowed.
+/// pauses start over once a Secret has stayed intact for a minute after a repair, measured
+/// from the repair to the first drift seen after it (a fixed quiet time rather than one
+/// relative to the pause: a client slower than the pause would otherwise start the pauses
+/// over at each repair; and not the time between repairs, which is a full minute under a
+/// fight at the cap, whose pauses must not start over). Every drift is still repaired (the
+/// last one after at most a pause), so the Secret ends as Key Vault holds it; only repeats
+/// are slowed.
 #[derive(Debug, Default)]
 pub struct RepairPace {
-    /// The last repair and how many came in a row, per object.
-    repairs: Mutex<HashMap<String, (Instant, u32)>>,
+    repairs: Mutex<HashMap<String, Repairs>>,
+}
+
+/// The repairs of one object.
+#[derive(Debug, Clone, Copy)]
+struct Repairs {
+    /// The last repair.
+    last: Instant,
+    /// How many repairs came in a row (none a quiet minute after the one before).
+    in_a_row: u32,
+    /// When a drift was first seen after the last repair, if one was.
+    drifted: Option<Instant>,
 }
 
 fn repair_pause(in_a_row: u32) -> Duration {
@@ -71,30 +83,48 @@ fn repair_pause(in_a_row: u32) -> Duration {
 }
 
 impl RepairPace {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Repairs>> {
         // A plain map stays consistent even if a holder panicked.
         self.repairs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How long `object` must wait before its next repair at `now`, if at all.
+    /// `object`'s Secret was seen drifted at `now`: how long it must wait before its next
+    /// repair, if at all.
     pub fn wait(&self, object: &str, now: Instant) -> Option<Duration> {
-        let repairs = self.lock();
-        let (last, in_a_row) = repairs.get(object)?;
-        let pause = repair_pause(*in_a_row);
-        let since = now.saturating_duration_since(*last);
+        let mut repairs = self.lock();
+        let r = repairs.get_mut(object)?;
+        let drifted = *r.drifted.get_or_insert(now);
+        if drifted.saturating_duration_since(r.last) >= REPAIR_QUIET {
+            // Intact for a quiet minute after the last repair: this drift starts over.
+            return None;
+        }
+        let pause = repair_pause(r.in_a_row);
+        let since = now.saturating_duration_since(r.last);
         (since < pause).then(|| pause - since)
     }
 
     /// Records a repair of `object` at `now`.
     pub fn repaired(&self, object: &str, now: Instant) {
         let mut repairs = self.lock();
-        // Objects whose Secrets stayed intact long enough start over: forget them.
-        repairs.retain(|_, (last, _)| now.saturating_duration_since(*last) < REPAIR_QUIET);
+        // Objects not repaired for longer than any pause plus a quiet minute would start
+        // over at their next drift anyway: forget them.
+        repairs.retain(|_, r| now.saturating_duration_since(r.last) < REPAIR_CAP + REPAIR_QUIET);
         let in_a_row = match repairs.get(object) {
-            Some((_, n)) => n.saturating_add(1),
-            None => 1,
+            Some(r)
+                if r.drifted.unwrap_or(now).saturating_duration_since(r.last) < REPAIR_QUIET =>
+            {
+                r.in_a_row.saturating_add(1)
+            }
+            _ => 1,
         };
-        repairs.insert(object.to_owned(), (now, in_a_row));
+        repairs.insert(
+            object.to_owned(),
+            Repairs {
+                last: now,
+                in_a_row,
+                drifted: None,
+            },
+        );
     }
 }
 
@@ -114,22 +144,30 @@ mod tests {
         // Drifting again and again: pauses of 1, 2, 4, ... 60 s.
         let mut at = t0;
         let mut pauses = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..10 {
             let pause = pace.wait("ns/a", at).unwrap();
             pauses.push(pause.as_secs());
             at += pause;
             assert_eq!(pace.wait("ns/a", at), None);
             pace.repaired("ns/a", at);
         }
-        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60]);
-        // A slow fight keeps its pace: 59 s after the last repair, still 60 s apart.
+        // At the cap, repairs a minute apart are still a fight: the pause stays.
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
+        // A slow fight keeps its pace: drifted 59 s after the last repair, still 60 s
+        // apart.
         assert_eq!(pace.wait("ns/a", at + s(59)), Some(s(1)));
-        // Intact for a minute: the next drift is repaired at once, and the pauses start
-        // over.
         at += s(60);
         assert_eq!(pace.wait("ns/a", at), None);
         pace.repaired("ns/a", at);
-        assert_eq!(pace.wait("ns/a", at), Some(s(1)));
+        assert_eq!(pace.wait("ns/a", at + s(1)), Some(s(59)));
+        pace.repaired("ns/a", at + s(60));
+        // Intact for a minute after a repair: the next drift is repaired at once, and the
+        // pauses start over.
+        at += s(120);
+        assert_eq!(pace.wait("ns/a", at), None);
+        assert_eq!(pace.wait("ns/a", at + s(1)), None, "still the same drift");
+        pace.repaired("ns/a", at + s(1));
+        assert_eq!(pace.wait("ns/a", at + s(1)), Some(s(1)));
     }
 
     #[test]
