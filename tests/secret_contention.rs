@@ -2,11 +2,13 @@
 //! operator works. A client touching every Secret during a rotation makes the operator's
 //! writes (each carrying the `resourceVersion` it decided on) meet 409 conflicts; a client
 //! deleting or editing Secrets in a tight loop gets each one repaired, at a bounded rate,
-//! with Events that do not storm.
+//! with Events that do not storm, and `Ready` False (`DriftRepairPaused`) while a repair
+//! waits for its pace.
 
 mod common;
 
 use common::fleet::*;
+use common::invariants::Violation;
 use common::operator::*;
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -122,6 +124,7 @@ async fn writes_that_meet_409_conflicts_are_decided_again_quietly_until_converge
         "one Rotated per object: {events:?}"
     );
     assert_eq!(occurrences(&events, "DriftRepaired"), 0, "{events:?}");
+    fleet.invariants.assert_held();
 }
 
 /// What a vandal did: attempts (a delete of a Secret already gone included) and the acts
@@ -245,6 +248,40 @@ async fn secrets_deleted_or_edited_in_a_tight_loop_are_repaired_at_a_bounded_rat
         "DriftRepaired {repaired} times for {vandalized} objects: {events:?}"
     );
     assert_eq!(warning_occurrences(&events), 0, "{events:?}");
+    // While a repair waits for its pace, the Secret does not hold the synced data, and
+    // `Ready` says so: each object fought over went through DriftRepairPaused (and is
+    // Ready again: it converged above).
+    let paused = ("False".to_owned(), "DriftRepairPaused".to_owned());
+    for i in 0..DELETED + EDITED {
+        let object = format!("{}/{}", s.ns.name, fleet.name(i));
+        let history = fleet.invariants.ready_history(&object);
+        assert!(
+            history.contains(&paused),
+            "{object}: Ready never said DriftRepairPaused: {history:?}"
+        );
+    }
+    // The other client's deletes and edits break the rules of its own Secrets (and a
+    // status written just before one of its acts may describe data it then removed); every
+    // other Secret and status keeps every rule.
+    let fought_over: Vec<String> = (0..DELETED + EDITED)
+        .map(|i| format!("{}/{}", s.ns.name, fleet.name(i)))
+        .collect();
+    let others: Vec<_> = fleet
+        .invariants
+        .violations()
+        .into_iter()
+        .filter(|v| {
+            let object = match v {
+                Violation::KeyDisappeared { secret, .. }
+                | Violation::Deleted { secret, .. }
+                | Violation::Empty { secret, .. }
+                | Violation::ForeignValue { secret, .. } => secret,
+                Violation::ReadyWithoutData { vault_secret, .. } => vault_secret,
+            };
+            !fought_over.contains(object)
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
 }
 
 fn reconciliations(metrics: &str) -> u64 {

@@ -41,11 +41,15 @@ pub enum Reason {
     /// admission (quota, a webhook's or policy's denial other than 400/422, RBAC, 5xx,
     /// timeouts); retried with backoff.
     KubernetesApiError,
+    /// The Secret was deleted or its data changed again soon after its last repair
+    /// (another client keeps doing it): its repair waits for the pace of repairs, so the
+    /// Secret does not hold the synced data meanwhile. Not a failure: no Warning Event.
+    DriftRepairPaused,
 }
 
 impl Reason {
     /// Every reason, in the order they were added.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Synced,
         Reason::Suspended,
         Reason::InvalidSpec,
@@ -62,6 +66,7 @@ impl Reason {
         Reason::SecretTooLarge,
         Reason::SecretNotYetValid,
         Reason::KubernetesApiError,
+        Reason::DriftRepairPaused,
     ];
 
     /// The condition reason, Event reason and metric label; never changes once released.
@@ -83,6 +88,7 @@ impl Reason {
             Reason::SecretTooLarge => "SecretTooLarge",
             Reason::SecretNotYetValid => "SecretNotYetValid",
             Reason::KubernetesApiError => "KubernetesApiError",
+            Reason::DriftRepairPaused => "DriftRepairPaused",
         }
     }
 
@@ -137,7 +143,8 @@ mod tests {
                 | Reason::OwnershipConflict
                 | Reason::SecretTooLarge
                 | Reason::SecretNotYetValid
-                | Reason::KubernetesApiError => {
+                | Reason::KubernetesApiError
+                | Reason::DriftRepairPaused => {
                     Reason::ALL.iter().filter(|r| **r == reason).count() == 1
                 }
             }

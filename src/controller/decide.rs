@@ -615,17 +615,81 @@ pub fn reconcile_trigger(vsec: &crate::api::VaultSecret) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Whether `status` says Secret `target_name` holds every key as of `generation`: `Ready`
-/// is True for that generation and names that Secret.
+/// Whether `status` says Secret `target_name` was synced as of `generation`: `Ready` is
+/// True for that generation and names that Secret, or it is False only because a drift
+/// repair of that Secret is paused ([`repair_paused_status`]): the generation was synced,
+/// and what the Secret holds now is for the drift check to say, so that the repair stays a
+/// paced drift repair rather than a first sync.
 pub fn synced_this_generation(
     status: &VaultSecretStatus,
     generation: Option<i64>,
     target_name: &str,
 ) -> bool {
-    status
+    status.ready_condition().is_some_and(|c| {
+        (c.status == "True" || c.reason == Reason::DriftRepairPaused.as_str())
+            && c.observed_generation == generation
+    }) && status.secret_name.as_deref() == Some(target_name)
+}
+
+fn synced_message(count: usize, target_name: &str) -> String {
+    let keys = if count == 1 { "key" } else { "keys" };
+    format!("{count} {keys} synced to Secret '{target_name}'")
+}
+
+/// The status while the repair of a drifted Secret waits for its pace
+/// ([`super::backoff::RepairPace`]): the Secret does not hold the synced data, so `Ready`
+/// turns False (`DriftRepairPaused`) rather than keep saying `Synced` for data it does not
+/// hold. The message is the same on every pass, so that a client touching the Secret in a
+/// loop costs one status write per pause, not one per touch. `Refreshed`, the versions and
+/// `lastSyncTime` stay: they speak of the last Key Vault read, which this does not change.
+pub fn repair_paused_status(
+    previous: &VaultSecretStatus,
+    target_name: &str,
+    now: Timestamp,
+) -> VaultSecretStatus {
+    let message = format!(
+        "Secret '{target_name}' was deleted or its data changed again soon after its last repair: another client keeps changing it; it is repaired after a pause that doubles from 1 s up to 60 s while this goes on"
+    );
+    let ready = ready_condition(
+        previous.ready_condition(),
+        false,
+        Reason::DriftRepairPaused,
+        message,
+        previous.observed_generation,
+        now,
+    );
+    VaultSecretStatus {
+        conditions: replace_condition(&previous.conditions, ready),
+        ..previous.clone()
+    }
+}
+
+/// The status once a Secret whose repair was paused holds the synced data again without a
+/// write of the operator's (the other client put it back): `Ready` True (`Synced`) again.
+/// Any other status is returned as it was.
+pub fn repair_unpaused_status(
+    previous: &VaultSecretStatus,
+    target_name: &str,
+    now: Timestamp,
+) -> VaultSecretStatus {
+    let paused = previous
         .ready_condition()
-        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
-        && status.secret_name.as_deref() == Some(target_name)
+        .is_some_and(|c| c.reason == Reason::DriftRepairPaused.as_str());
+    if !paused {
+        return previous.clone();
+    }
+    let ready = ready_condition(
+        previous.ready_condition(),
+        true,
+        Reason::Synced,
+        synced_message(previous.synced_versions.len(), target_name),
+        previous.observed_generation,
+        now,
+    );
+    VaultSecretStatus {
+        conditions: replace_condition(&previous.conditions, ready),
+        ..previous.clone()
+    }
 }
 
 /// The status after a successful sync: `Ready` and `Refreshed` True (reason `Synced`), the
@@ -644,7 +708,7 @@ pub fn synced_status(
         previous.ready_condition(),
         true,
         Reason::Synced,
-        format!("{count} {} synced to Secret '{target_name}'", keys(count)),
+        synced_message(count, &target_name),
         generation,
         now,
     );
@@ -1626,6 +1690,70 @@ mod tests {
         );
         assert_eq!(back.refreshed_condition().unwrap().status, "True");
         assert!(previous_failure(&back).is_none());
+    }
+
+    #[test]
+    fn a_paused_drift_repair_says_ready_false_and_stays_a_paced_drift_repair() {
+        let t1 = Timestamp::from_second(1).unwrap();
+        let t2 = Timestamp::from_second(2).unwrap();
+        let t3 = Timestamp::from_second(3).unwrap();
+        let good = synced(3, t1);
+        let paused = repair_paused_status(&good, "app", t2);
+        let ready = paused.ready_condition().unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "DriftRepairPaused")
+        );
+        assert_eq!(ready.observed_generation, Some(3));
+        assert!(ready.message.contains("'app'"), "{}", ready.message);
+        // The last Key Vault read is what it was.
+        assert_eq!(paused.refreshed_condition(), good.refreshed_condition());
+        assert_eq!(paused.synced_versions, good.synced_versions);
+        assert_eq!(paused.last_sync_time, good.last_sync_time);
+        // Touched again during the pause: the same status, so nothing to write.
+        assert_eq!(repair_paused_status(&paused, "app", t3), paused);
+        // Still this generation's sync: the next pass plans a drift repair (paced), not a
+        // first sync (which the pace would not hold back).
+        assert!(synced_this_generation(&paused, Some(3), "app"));
+        assert!(!synced_this_generation(&paused, Some(4), "app"));
+        let plan = plan_read(&PlanInput {
+            synced_this_generation: synced_this_generation(&paused, Some(3), "app"),
+            drift: true,
+            refresh_failed: previous_failure(&paused).is_some(),
+            refresh_requested: false,
+            last_sync: paused.last_sync_time.as_ref().map(|t| t.0),
+            interval: Duration::from_secs(3600),
+            jitter_key: "k",
+            now: t3,
+            all_pinned_and_synced: false,
+        });
+        assert_eq!(plan, ReadPlan::Read(ReadCause::Drift));
+        // A failure (other than the pause) is not taken for a synced generation.
+        let failed = failed_status(
+            &good,
+            Some(3),
+            Reason::Throttled,
+            "t".into(),
+            false,
+            None,
+            t2,
+        );
+        assert!(!synced_this_generation(&failed.status, Some(3), "app"));
+        // Put back by the other client: Ready True again, nothing else changed.
+        let back = repair_unpaused_status(&paused, "app", t3);
+        let ready = back.ready_condition().unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Synced")
+        );
+        assert_eq!(ready.message, good.ready_condition().unwrap().message);
+        assert_eq!(back.last_sync_time, good.last_sync_time);
+        // Any status but a paused one is left as it is.
+        assert_eq!(repair_unpaused_status(&good, "app", t3), good);
+        assert_eq!(
+            repair_unpaused_status(&failed.status, "app", t3),
+            failed.status
+        );
     }
 
     #[test]

@@ -495,6 +495,14 @@ async fn sync(
             pause_ms = pause.as_millis() as u64,
             "the Secret drifted again soon after its last repair; repairing after a pause"
         );
+        // Meanwhile `Ready` says what the Secret holds: not the synced data when that was
+        // lost (DriftRepairPaused), the synced data when only metadata drifted.
+        let paused = if drift {
+            decide::repair_paused_status(status, &target_name, now)
+        } else {
+            decide::repair_unpaused_status(status, &target_name, now)
+        };
+        write_status(vsec, ctx, status, paused).await?;
         Metrics::count(&ctx.metrics.reconciliations, "waiting");
         return Ok(Action::requeue(pause));
     }
@@ -532,8 +540,11 @@ async fn sync(
                     )
                 })
                 .map(|secret| ctx.hash_key.data_hash(target::managed_data(secret, vsec)));
+            // A Secret whose paused repair the other client made needless (it put the data
+            // back) holds the synced data again.
+            let unpaused = decide::repair_unpaused_status(status, &target_name, now);
             let (new_status, restart_wait) =
-                rollout_restarts(vsec, ctx, status.clone(), current.as_deref(), now).await;
+                rollout_restarts(vsec, ctx, unpaused, current.as_deref(), now).await;
             // The clock alone may have brought the expiry into the window, or past it.
             let (new_status, expiry_wait) = expiry_step(vsec, ctx, new_status, now).await;
             write_status(vsec, ctx, status, new_status).await?;

@@ -337,6 +337,25 @@ impl Invariants {
         panic!("not converged: {last}");
     }
 
+    /// The `Ready` condition's `(status, reason)` of VaultSecret `vault_secret`
+    /// (`namespace/name`) each time it changed, in the order recorded.
+    pub fn ready_history(&self, vault_secret: &str) -> Vec<(String, String)> {
+        let r = self.record.lock().unwrap();
+        let mut out: Vec<(String, String)> = Vec::new();
+        for ready in r
+            .vault_secrets
+            .get(vault_secret)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.ready.clone())
+        {
+            if out.last() != Some(&ready) {
+                out.push(ready);
+            }
+        }
+        out
+    }
+
     /// Time since the watcher started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
