@@ -67,6 +67,8 @@ pub struct Context {
     pub grants: NamespaceGrants,
     /// Statuses this operator wrote that the watch cache may not show yet.
     pub written: written::WrittenStatuses,
+    /// Versions announced whose status write has not succeeded yet.
+    announced: written::AnnouncedVersions,
     /// The key of the `vaultsync.io/data-hash` mark.
     pub hash_key: DataHashKey,
     /// Backoff of reconciles that end in an error, per object.
@@ -217,6 +219,7 @@ pub async fn run(
         restarts: restart::Debouncer::new(config.rollout_restart_window),
         expiry_warning: config.expiry_warning,
         repairs: Default::default(),
+        announced: Default::default(),
     });
 
     let mut controllers = Vec::new();
@@ -633,7 +636,21 @@ async fn sync(
     if cause == ReadCause::Drift && needs_write {
         ctx.repairs.repaired(&object, Instant::now());
     }
-    announce_sync(vsec, ctx, status, &versions, cause, decided_on, needs_write).await;
+    let already = ctx.announced.already(vsec, &versions);
+    if announce_sync(
+        vsec,
+        ctx,
+        status,
+        &versions,
+        already,
+        cause,
+        decided_on,
+        needs_write,
+    )
+    .await
+    {
+        ctx.announced.record(vsec, &versions);
+    }
     let new_status = decide::synced_status(
         status,
         vsec.meta().generation,
@@ -650,6 +667,7 @@ async fn sync(
         rollout_restarts(vsec, ctx, new_status, Some(&new_hash), now).await;
     let (new_status, expiry_wait) = expiry_step(vsec, ctx, new_status, now).await;
     write_status(vsec, ctx, status, new_status).await?;
+    ctx.announced.settled(vsec);
     Metrics::count(&ctx.metrics.reconciliations, "synced");
     let all_pinned = vsec
         .spec
@@ -980,30 +998,36 @@ async fn read_all(
     Ok((out, expiries))
 }
 
+/// Publishes what a sync did: `Synced` (first write), `Rotated` (versions changed against
+/// `previous`), `DriftRepaired`. `versions_announced`: `Synced` or `Rotated` for exactly
+/// these versions was published already (its status write failed) and is not repeated.
+/// Returns whether the versions are announced now (published, or nothing to announce).
+#[allow(clippy::too_many_arguments)]
 async fn announce_sync(
     vsec: &VaultSecret,
     ctx: &Context,
     previous: &VaultSecretStatus,
     versions: &BTreeMap<String, String>,
+    versions_announced: bool,
     cause: ReadCause,
     state: SecretState,
     wrote: bool,
-) {
+) -> bool {
     let target_name = vsec.target_name();
     if previous.synced_versions.is_empty() {
-        publish(
-            ctx,
-            vsec,
-            EventType::Normal,
-            "Synced",
-            format!(
-                "wrote {} {} from Key Vault to Secret '{target_name}'",
-                versions.len(),
-                if versions.len() == 1 { "key" } else { "keys" }
-            ),
-        )
-        .await;
-        return;
+        return versions_announced
+            || publish(
+                ctx,
+                vsec,
+                EventType::Normal,
+                "Synced",
+                format!(
+                    "wrote {} {} from Key Vault to Secret '{target_name}'",
+                    versions.len(),
+                    if versions.len() == 1 { "key" } else { "keys" }
+                ),
+            )
+            .await;
     }
     let rotated: Vec<String> = versions
         .iter()
@@ -1012,9 +1036,9 @@ async fn announce_sync(
             (old != new).then(|| format!("key '{key}': version {old} -> {new}"))
         })
         .collect();
-    if !rotated.is_empty() {
-        publish(ctx, vsec, EventType::Normal, "Rotated", rotated.join("; ")).await;
-    }
+    let announced = versions_announced
+        || rotated.is_empty()
+        || publish(ctx, vsec, EventType::Normal, "Rotated", rotated.join("; ")).await;
     if cause == ReadCause::Drift && wrote {
         let what = if state == SecretState::Missing {
             "recreated the deleted"
@@ -1030,6 +1054,7 @@ async fn announce_sync(
         )
         .await;
     }
+    announced
 }
 
 /// Reports a failure: `Refreshed=False` with the reason (and `Ready=False` unless the
@@ -1133,13 +1158,14 @@ async fn write_status(
     Ok(())
 }
 
+/// Publishes an Event about `vsec`; whether it was published (a failure is logged).
 async fn publish(
     ctx: &Context,
     vsec: &VaultSecret,
     type_: EventType,
     reason: &str,
     mut note: String,
-) {
+) -> bool {
     if note.len() > 1000 {
         let mut cut = 1000;
         while !note.is_char_boundary(cut) {
@@ -1154,7 +1180,11 @@ async fn publish(
         action: "Sync".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &vsec.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish an Event");
+    match ctx.recorder.publish(&event, &vsec.object_ref(&())).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, reason, "could not publish an Event");
+            false
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The statuses this operator wrote, kept until the watch cache shows them.
+//! The statuses this operator wrote, kept until the watch cache shows them, and the
+//! versions it announced, kept until a status write says them.
 //!
 //! A reconcile that follows a status write closely (the Secret it just wrote triggers the
 //! next one) can see the VaultSecret from the watch cache as it was before that write:
@@ -9,7 +10,7 @@
 
 use crate::api::{VaultSecret, VaultSecretStatus};
 use kube::ResourceExt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,58 @@ impl WrittenStatuses {
     }
 }
 
+/// Key Vault versions announced (`Synced` or `Rotated` Event) whose status write has not
+/// succeeded yet, by VaultSecret uid.
+///
+/// A rotation is announced from the difference between the status's `syncedVersions` and
+/// the versions just read, before the status is written. When that status write fails (an
+/// API server or etcd outage), the next attempt still sees the old versions in status and
+/// would announce the same rotation again; this remembers what was announced until a status
+/// write succeeds. An announcement whose Event could not be published is not remembered, so
+/// it is made again; only a process killed between its Event and its status write can
+/// announce twice.
+#[derive(Debug, Default)]
+pub struct AnnouncedVersions {
+    by_uid: Mutex<HashMap<String, (Versions, Instant)>>,
+}
+
+/// Key Vault version id per Secret key.
+type Versions = BTreeMap<String, String>;
+
+impl AnnouncedVersions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Versions, Instant)>> {
+        // A panic while holding the lock leaves a plain map behind, still consistent.
+        self.by_uid
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether exactly `versions` were announced for `vsec` since its last status write.
+    pub fn already(&self, vsec: &VaultSecret, versions: &BTreeMap<String, String>) -> bool {
+        let Some(uid) = vsec.uid() else { return false };
+        self.lock()
+            .get(&uid)
+            .is_some_and(|(announced, at)| announced == versions && at.elapsed() < KEEP)
+    }
+
+    /// Records that `versions` were announced for `vsec`.
+    pub fn record(&self, vsec: &VaultSecret, versions: &BTreeMap<String, String>) {
+        let Some(uid) = vsec.uid() else { return };
+        let mut by_uid = self.lock();
+        if by_uid.len() >= SWEEP_ABOVE {
+            by_uid.retain(|_, (_, at)| at.elapsed() < KEEP);
+        }
+        by_uid.insert(uid, (versions.clone(), Instant::now()));
+    }
+
+    /// The status naming the announced versions is written: the status says it from now on.
+    pub fn settled(&self, vsec: &VaultSecret) {
+        if let Some(uid) = vsec.uid() {
+            self.lock().remove(&uid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +154,24 @@ mod tests {
             written.current(&vsec(Some(status("other")))),
             status("other")
         );
+    }
+
+    #[test]
+    fn announced_versions_are_remembered_until_the_status_is_written() {
+        let announced = AnnouncedVersions::default();
+        let v1 = BTreeMap::from([("k".to_owned(), "v1".to_owned())]);
+        let v2 = BTreeMap::from([("k".to_owned(), "v2".to_owned())]);
+        assert!(!announced.already(&vsec(None), &v1));
+        announced.record(&vsec(None), &v1);
+        assert!(
+            announced.already(&vsec(None), &v1),
+            "status write failed: not again"
+        );
+        assert!(
+            !announced.already(&vsec(None), &v2),
+            "another rotation is news"
+        );
+        announced.settled(&vsec(None));
+        assert!(!announced.already(&vsec(None), &v1));
     }
 }
