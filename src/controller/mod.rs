@@ -6,6 +6,7 @@ mod backoff;
 pub mod data_hash;
 pub mod decide;
 pub mod expiry;
+mod first_syncs;
 pub mod grants;
 pub mod restart;
 pub mod target;
@@ -81,6 +82,8 @@ pub struct Context {
     pub expiry_warning: Duration,
     /// The pace of drift repairs, per object.
     repairs: backoff::RepairPace,
+    /// Objects waiting for their first attempt, which go before due refreshes.
+    first_syncs: first_syncs::FirstSyncs,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -219,6 +222,7 @@ pub async fn run(
         restarts: restart::Debouncer::new(config.rollout_restart_window),
         expiry_warning: config.expiry_warning,
         repairs: Default::default(),
+        first_syncs: Default::default(),
         announced: Default::default(),
     });
 
@@ -286,6 +290,7 @@ pub async fn run(
     }
     // The gauges over VaultSecrets read these caches at each scrape.
     ctx.metrics.objects.observe(stores.clone());
+    ctx.first_syncs.observe(stores.clone());
     tokio::spawn(async move {
         for store in stores {
             if store.wait_until_ready().await.is_err() {
@@ -343,7 +348,11 @@ fn object_key(vsec: &VaultSecret) -> String {
 #[tracing::instrument(skip_all, fields(namespace = %vsec.namespace().unwrap_or_default(), name = %vsec.name_any()))]
 async fn reconcile(vsec: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let first = first_syncs::never_reported(&vsec);
     let result = reconcile_inner(&vsec, &ctx).await;
+    if first {
+        ctx.first_syncs.attempted(&vsec);
+    }
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -488,6 +497,15 @@ async fn sync(
         all_pinned_and_synced,
     });
 
+    // A refresh of data the Secret holds can wait a little for objects that have none yet.
+    if plan == ReadPlan::Read(ReadCause::RefreshDue) {
+        let waiting = ctx.first_syncs.waiting();
+        if waiting > 0 {
+            tracing::debug!(waiting, "refresh due; objects that never synced go first");
+            Metrics::count(&ctx.metrics.reconciliations, "waiting");
+            return Ok(Action::requeue(first_syncs::REFRESH_WAIT));
+        }
+    }
     // A Secret that keeps drifting (a client deleting or editing it in a loop) is repaired
     // at a pace: each repair costs a write, an Event, and, for lost data, a Key Vault read.
     let object = object_key(vsec);
