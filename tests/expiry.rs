@@ -8,7 +8,7 @@ mod common;
 use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vaultsync::api::{EXPIRING, VaultSecret};
@@ -28,24 +28,6 @@ async fn seed(vault: &KeyVault, name: &str, value: &str, exp: Option<i64>) -> St
         None => json!({"value": value}),
     };
     vault.set_with(name, body).await
-}
-
-async fn refresh(s: &Setup, name: &str, value: &str) -> VaultSecret {
-    s.vsecs
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"vaultsync.io/refresh": value}}})),
-        )
-        .await
-        .expect("annotate the VaultSecret");
-    wait_for(&s.vsecs, name, "the refresh handled", |v| {
-        v.status
-            .as_ref()
-            .and_then(|st| st.last_refresh_request.as_deref())
-            == Some(value)
-    })
-    .await
 }
 
 fn expiring(vsec: &VaultSecret) -> Option<(String, String, String)> {

@@ -11,7 +11,7 @@ use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -77,17 +77,6 @@ fn last_sync(vsec: &VaultSecret) -> Timestamp {
         .and_then(|s| s.last_sync_time.as_ref())
         .expect("a lastSyncTime")
         .0
-}
-
-async fn refresh(s: &Setup, name: &str, value: &str) {
-    s.vsecs
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"vaultsync.io/refresh": value}}})),
-        )
-        .await
-        .expect("annotate the VaultSecret");
 }
 
 /// Waits until `name` synced again after `before` (its Refreshed condition True).

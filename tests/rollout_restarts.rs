@@ -10,9 +10,7 @@ use common::operator::*;
 use common::*;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::Api;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 use vaultsync::api::{RESTARTED_AT_ANNOTATION, ROLLOUT_RESTARTS, VaultSecret};
@@ -124,26 +122,6 @@ fn spec(kv_name: &str, targets: serde_json::Value) -> serde_json::Value {
         "data": [{"key": "password", "remoteRef": {"name": kv_name}}],
         "rolloutRestartTargets": targets,
     })
-}
-
-/// Asks for a refresh (`vaultsync.io/refresh`) and waits until the operator handled it,
-/// so that whatever that reconcile decided is in status.
-async fn refresh(s: &Setup, name: &str, value: &str) -> VaultSecret {
-    s.vsecs
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"vaultsync.io/refresh": value}}})),
-        )
-        .await
-        .expect("annotate the VaultSecret");
-    wait_for(&s.vsecs, name, "the refresh handled", |v| {
-        v.status
-            .as_ref()
-            .and_then(|st| st.last_refresh_request.as_deref())
-            == Some(value)
-    })
-    .await
 }
 
 fn restart_condition(vsec: &VaultSecret) -> Option<(String, String, String)> {

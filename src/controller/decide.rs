@@ -573,12 +573,34 @@ pub fn condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
+    condition_with_reason(
+        type_,
+        previous,
+        ok,
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    )
+}
+
+/// [`condition`] for the conditions whose reasons are not [`Reason`]s (`Expiring`,
+/// `RolloutRestarts`): `reason` is a CamelCase word, as Kubernetes conditions require.
+pub fn condition_with_reason(
+    type_: &str,
+    previous: Option<&Condition>,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     let status = if ok { "True" } else { "False" }.to_owned();
-    let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason.as_str());
+    let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason);
     Condition {
         type_: type_.to_owned(),
         status,
-        reason: reason.as_str().to_owned(),
+        reason: reason.to_owned(),
         message,
         observed_generation: generation,
         last_transition_time: match previous {

@@ -104,19 +104,9 @@ pub fn condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    let status = if ok { "True" } else { "False" }.to_owned();
-    let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason);
-    Condition {
-        type_: EXPIRING.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: match previous {
-            Some(p) if unchanged => p.last_transition_time.clone(),
-            _ => Time(now),
-        },
-    }
+    crate::controller::decide::condition_with_reason(
+        EXPIRING, previous, ok, reason, message, generation, now,
+    )
 }
 
 /// Whether moving from `previous` to `new` deserves a Warning Event: entering `Expiring`

@@ -10,7 +10,7 @@
 
 use crate::api::{RESTARTED_AT_ANNOTATION, RolloutKind, RolloutRestartTarget};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -344,19 +344,15 @@ pub fn restart_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    let status = if ok { "True" } else { "False" }.to_owned();
-    let unchanged = previous.is_some_and(|p| p.status == status && p.reason == reason);
-    Condition {
-        type_: crate::api::ROLLOUT_RESTARTS.to_owned(),
-        status,
-        reason: reason.to_owned(),
+    crate::controller::decide::condition_with_reason(
+        crate::api::ROLLOUT_RESTARTS,
+        previous,
+        ok,
+        reason,
         message,
-        observed_generation: generation,
-        last_transition_time: match previous {
-            Some(p) if unchanged => p.last_transition_time.clone(),
-            _ => Time(now),
-        },
-    }
+        generation,
+        now,
+    )
 }
 
 #[cfg(test)]

@@ -308,6 +308,29 @@ pub async fn wait_ready(
     .await
 }
 
+/// Asks for a refresh (`vaultsync.io/refresh` set to `value`) and waits until the operator
+/// handled it (`status.lastRefreshRequest`), so that whatever that reconcile decided is in
+/// status.
+pub async fn refresh(s: &Setup, name: &str, value: &str) -> VaultSecret {
+    s.vsecs
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {vaultsync::api::REFRESH_ANNOTATION: value}}
+            })),
+        )
+        .await
+        .expect("annotate the VaultSecret");
+    wait_for(&s.vsecs, name, "the refresh handled", |v| {
+        v.status
+            .as_ref()
+            .and_then(|st| st.last_refresh_request.as_deref())
+            == Some(value)
+    })
+    .await
+}
+
 /// Polls until `check` holds for the VaultSecret, returning it.
 pub async fn wait_for(
     api: &Api<VaultSecret>,
