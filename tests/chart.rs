@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::helm::*;
 use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
@@ -14,54 +15,11 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 use vaultsync::api::VaultSecret;
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/charts/vaultsync");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
-
-/// Runs `command` with `input` on stdin; panics with its output when it fails. Returns stdout.
-fn run(mut command: Command, input: Option<&str>) -> String {
-    let description = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {description}: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(input.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{description} failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-/// helm, built from its Go module into the cache on first use (hack/build-helm.sh).
-fn helm_binary() -> &'static str {
-    static HELM: OnceLock<String> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/build-helm.sh");
-        run(Command::new(script), None).trim().to_owned()
-    })
-}
-
-fn helm(args: &[&str]) -> String {
-    let mut command = Command::new(helm_binary());
-    command.args(args);
-    run(command, None)
-}
 
 fn kubectl(args: &[&str], input: Option<&str>) -> String {
     let mut command = Command::new("kubectl");
@@ -692,84 +650,31 @@ async fn the_chart_and_the_kustomization_pass_a_server_side_dry_run() {
     );
 }
 
-/// A release of the chart, installed with helm in `namespace`; uninstalled when dropped
-/// (also when a test fails), since its ClusterRoles and admission policy outlive the
-/// namespace.
-struct Release {
-    name: String,
-    namespace: String,
+/// Installs the chart in `namespace` with `replicas=0`: no pod of the chart runs the
+/// operator here, where it would reconcile other tests' objects; each test runs the binary
+/// under the chart's ServiceAccount instead.
+fn install_without_pods(namespace: &str, set: &[&str]) -> Release {
+    let mut args = vec!["--set", "replicas=0"];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    Release::install(&unique("vaultsync"), namespace, &args)
 }
 
-impl Release {
-    /// Installs with `replicas=0`: no pod of the chart runs the operator here, where it
-    /// would reconcile other tests' objects; each test runs the binary under the chart's
-    /// ServiceAccount instead.
-    fn install(namespace: &str, set: &[&str]) -> Self {
-        let name = unique("vaultsync");
-        let mut args = vec![
-            "install",
-            &name,
-            CHART,
-            "--namespace",
-            namespace,
-            "--set",
-            "replicas=0",
-        ];
-        for value in set {
-            args.extend(["--set", value]);
-        }
-        helm(&args);
-        Self {
-            name,
-            namespace: namespace.to_owned(),
-        }
-    }
-
-    fn uninstall(&mut self) {
-        if !self.name.is_empty() {
-            helm(&[
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--wait",
-            ]);
-            self.name.clear();
-        }
-    }
-
-    /// The running operator's flags for this release: its ServiceAccount's rights (the
-    /// kubeconfig), and leader election on the release's Lease.
-    fn operator_flags(&self, kubeconfig: &std::path::Path) -> Vec<String> {
-        [
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--leader-election",
-            "--leader-election-namespace",
-            &self.namespace,
-            "--leader-election-lease-name",
-            &self.name,
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if !self.name.is_empty() {
-            let _ = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "\"$({}/hack/build-helm.sh)\" uninstall {} --namespace {}",
-                    env!("CARGO_MANIFEST_DIR"),
-                    self.name,
-                    self.namespace
-                ))
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
+/// The running operator's flags for `release`: its ServiceAccount's rights (the
+/// kubeconfig), and leader election on the release's Lease.
+fn operator_flags(release: &Release, kubeconfig: &std::path::Path) -> Vec<String> {
+    [
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--leader-election",
+        "--leader-election-namespace",
+        &release.namespace,
+        "--leader-election-lease-name",
+        &release.name,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// The objects of the release, by kind, as the API server holds them.
@@ -811,7 +716,7 @@ fn release_objects(release: &str) -> BTreeSet<(String, String)> {
 #[tokio::test]
 async fn helm_installs_the_chart_and_uninstall_keeps_the_crd() {
     let s = setup().await;
-    let mut release = Release::install(&s.ns.name, &[]);
+    let mut release = install_without_pods(&s.ns.name, &[]);
     let name = release.name.clone();
     let created = release_objects(&release.name);
     let expected: BTreeSet<(String, String)> = [
@@ -919,7 +824,7 @@ async fn create_annotated_service_account(
 async fn the_admission_policy_limits_the_operators_token_requests() {
     let s = setup().await;
     let apps = TempNamespace::create(&s.client).await;
-    let release = Release::install(&s.ns.name, &[]);
+    let release = install_without_pods(&s.ns.name, &[]);
     let client_id = uuid::Uuid::new_v4().to_string();
     create_annotated_service_account(
         &s.client,
@@ -1165,7 +1070,7 @@ async fn the_admission_policy_limits_the_operators_token_requests() {
     )
     .await;
     let kubeconfig = kubeconfig_for_token(&token);
-    let flags = release.operator_flags(&kubeconfig);
+    let flags = operator_flags(&release, &kubeconfig);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let own_identity = operator_identity(&s.doubles, &[]).await;
     let _operator = Operator::start(&apps.name, &own_identity, &flags);
@@ -1196,7 +1101,7 @@ async fn the_namespaced_mode_reads_no_secret_outside_its_namespaces() {
     let home = TempNamespace::create_ungranted(&s.client).await;
     let other = TempNamespace::create(&s.client).await;
     let watch = format!("watchNamespaces={{{}}}", s.ns.name);
-    let release = Release::install(&home.name, &[&watch]);
+    let release = install_without_pods(&home.name, &[&watch]);
     let name = &release.name;
     let created = release_objects(&release.name);
     assert!(!created.contains(&(
@@ -1289,7 +1194,7 @@ async fn the_namespaced_mode_reads_no_secret_outside_its_namespaces() {
     )
     .await;
     let kubeconfig = kubeconfig_for_token(&token);
-    let flags = release.operator_flags(&kubeconfig);
+    let flags = operator_flags(&release, &kubeconfig);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let _operator = Operator::start(&s.ns.name, &own_identity, &flags);
     let data = json!([{"key": "k", "remoteRef": {"name": secret}}]);
@@ -1322,7 +1227,7 @@ async fn without_the_admission_policy_rbac_alone_lets_the_operator_mint_any_toke
     // What the policy is for: the same release without it lets the operator's token mint
     // an API server token of any ServiceAccount, for as long as it likes.
     let s = setup().await;
-    let release = Release::install(&s.ns.name, &["admissionPolicy.enabled=false"]);
+    let release = install_without_pods(&s.ns.name, &["admissionPolicy.enabled=false"]);
     let operator = client_as_service_account(&s.client, &s.ns.name, &release.name).await;
     let issuer = env("VAULTSYNC_TEST_SA_ISSUER");
     request_token(&operator, "kube-system", "default", &[&issuer], Some(86400))

@@ -57,17 +57,8 @@ async fn stopped_mid_rotation(component: &'static str) {
     let mut operator = Operator::start(&s.ns.name, &client_id, &["--concurrency", "2"]);
     fleet.wait_converged("first sync").await;
 
-    fleet.rotate().await;
     let reads_before = fleet.reads(&s.doubles).await;
-    fleet.request_refresh().await;
-    let mut rotated = 0;
-    for _ in 0..2400 {
-        rotated = fleet.converged().await;
-        if rotated > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let rotated = fleet.rotate_until_one_converged().await;
     let _restart_if_failed = Outage(component);
     testenv_restart("stop", component);
     let stopped = Instant::now();

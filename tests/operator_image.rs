@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::helm::Release;
 use common::keyvault::KeyVault;
 use common::operator::*;
 use common::*;
@@ -20,46 +21,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::json;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/charts/vaultsync");
-
-fn helm(args: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/build-helm.sh");
-    let binary = Command::new(script).output().expect("run build-helm.sh");
-    assert!(binary.status.success(), "hack/build-helm.sh failed");
-    let binary = String::from_utf8(binary.stdout).unwrap().trim().to_owned();
-    let output = Command::new(binary).args(args).output().expect("run helm");
-    assert!(
-        output.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// The chart's release; uninstalled when dropped, also when the test fails, since its
-/// cluster-scoped objects outlive the namespace.
-struct Release {
-    name: String,
-    namespace: String,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "\"$({}/hack/build-helm.sh)\" uninstall {} --namespace {}",
-                env!("CARGO_MANIFEST_DIR"),
-                self.name,
-                self.namespace
-            ))
-            .stdout(Stdio::null())
-            .status();
-    }
-}
 
 /// The release's pods that are ready and not being deleted, as `(name, pod IP)`, once
 /// there are `count` of them.
@@ -237,17 +200,13 @@ async fn the_image_runs_as_the_charts_two_replicas_syncs_and_another_replica_tak
             port_of(&vault_url)
         ),
     ];
-    let mut args = vec!["install", &release, CHART, "--namespace", &ns];
+    let mut args = vec![];
     for set in &sets {
-        args.extend(["--set", set]);
+        args.extend(["--set", set.as_str()]);
     }
     let extra_env = format!("extraEnv={extra_env}");
     args.extend(["--set-json", &extra_env]);
-    helm(&args);
-    let _release = Release {
-        name: release.clone(),
-        namespace: ns.clone(),
-    };
+    let _release = Release::install(&release, &ns, &args);
 
     let pods = Api::<Pod>::namespaced(s.client.clone(), &ns);
     let leases = Api::<Lease>::namespaced(s.client.clone(), &ns);
@@ -296,23 +255,15 @@ async fn the_image_runs_as_the_charts_two_replicas_syncs_and_another_replica_tak
         )
     };
 
-    s.vsecs
-        .create(
-            &PostParams::default(),
-            &vault_secret(
-                "example-secret",
-                json!({
-                    "vaultUrl": vault_url,
-                    "refreshInterval": "10s",
-                    "data": [{"key": "password", "remoteRef": {"name": kv_name}}],
-                }),
-            ),
-        )
-        .await
-        .expect("create the VaultSecret");
-    wait_ready(&s.vsecs, "example-secret", "Ready", |status, _, _| {
-        status == "True"
-    })
+    create_synced(
+        &s.vsecs,
+        "example-secret",
+        json!({
+            "vaultUrl": vault_url,
+            "refreshInterval": "10s",
+            "data": [{"key": "password", "remoteRef": {"name": kv_name}}],
+        }),
+    )
     .await;
     wait_secret_value(&s, "example-secret", "password", &first).await;
     // The leader wrote it; the standby, which also runs, wrote nothing.

@@ -143,16 +143,7 @@ async fn the_standby_finishes_a_rotation_when_the_leader_is_killed() {
         Operator::start_with_env(&s.ns.name, &client_id, &flags, &[("POD_NAME", "replica-b")]);
     standby.metrics().await;
 
-    fleet.rotate().await;
-    fleet.request_refresh().await;
-    let mut rotated = 0;
-    for _ in 0..2400 {
-        rotated = fleet.converged().await;
-        if rotated > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let rotated = fleet.rotate_until_one_converged().await;
     assert_eq!(
         reconciliations(&standby.metrics().await),
         0,

@@ -26,23 +26,15 @@ async fn a_pod_reads_the_synced_secret_as_env_and_file_and_sees_the_rotation() {
     vault.set(&kv_name, &first).await;
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
     let _operator = Operator::start(&s.ns.name, &client_id, &[]);
-    s.vsecs
-        .create(
-            &PostParams::default(),
-            &vault_secret(
-                "example-secret",
-                json!({
-                    "vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
-                    "refreshInterval": "10s",
-                    "data": [{"key": "password", "remoteRef": {"name": kv_name}}],
-                }),
-            ),
-        )
-        .await
-        .expect("create the VaultSecret");
-    wait_ready(&s.vsecs, "example-secret", "Ready", |status, _, _| {
-        status == "True"
-    })
+    create_synced(
+        &s.vsecs,
+        "example-secret",
+        json!({
+            "vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
+            "refreshInterval": "10s",
+            "data": [{"key": "password", "remoteRef": {"name": kv_name}}],
+        }),
+    )
     .await;
 
     let pods = Api::<Pod>::namespaced(s.client.clone(), &s.ns.name);

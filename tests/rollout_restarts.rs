@@ -135,14 +135,6 @@ async fn wait_restart_reason(s: &Setup, name: &str, reason: &str) -> VaultSecret
     .await
 }
 
-async fn create(s: &Setup, name: &str, spec: serde_json::Value) {
-    s.vsecs
-        .create(&PostParams::default(), &vault_secret(name, spec))
-        .await
-        .expect("create the VaultSecret");
-    wait_ready(&s.vsecs, name, "Ready", |status, _, _| status == "True").await;
-}
-
 #[tokio::test]
 async fn a_rotation_rolls_the_deployment_once_and_equal_data_never() {
     let s = setup().await;
@@ -155,8 +147,8 @@ async fn a_rotation_rolls_the_deployment_once_and_equal_data_never() {
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
     let operator = Operator::start(&s.ns.name, &client_id, &["--allow-rollout-restarts"]);
     w.create("web").await;
-    create(
-        &s,
+    create_synced(
+        &s.vsecs,
         "app",
         spec(&kv_name, json!([{"kind": "Deployment", "name": "web"}])),
     )
@@ -241,8 +233,8 @@ async fn vaultsecrets_rotating_together_restart_a_shared_deployment_once() {
     let _operator = Operator::start(&s.ns.name, &client_id, &["--allow-rollout-restarts"]);
     w.create("web").await;
     let target = json!([{"kind": "Deployment", "name": "web"}]);
-    create(&s, "a", spec(&kv_a, target.clone())).await;
-    create(&s, "b", spec(&kv_b, target)).await;
+    create_synced(&s.vsecs, "a", spec(&kv_a, target.clone())).await;
+    create_synced(&s.vsecs, "b", spec(&kv_b, target)).await;
 
     vault.set(&kv_a, "a2").await;
     vault.set(&kv_b, "b2").await;
@@ -275,8 +267,8 @@ async fn a_missing_target_is_a_warning_and_the_sync_stays_ready() {
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
     let _operator = Operator::start(&s.ns.name, &client_id, &["--allow-rollout-restarts"]);
     w.create("web").await;
-    create(
-        &s,
+    create_synced(
+        &s.vsecs,
         "app",
         spec(
             &kv_name,
@@ -311,8 +303,8 @@ async fn without_the_flag_nothing_is_patched_and_the_condition_says_why() {
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
     let _operator = Operator::start(&s.ns.name, &client_id, &[]);
     w.create("web").await;
-    create(
-        &s,
+    create_synced(
+        &s.vsecs,
         "app",
         spec(&kv_name, json!([{"kind": "Deployment", "name": "web"}])),
     )

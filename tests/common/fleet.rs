@@ -136,6 +136,22 @@ impl Fleet {
             .await;
     }
 
+    /// Rotates (see [`Fleet::rotate`]), asks every object for a refresh and waits until the
+    /// rotation has reached at least one object, the moment a fault is injected mid-rotation.
+    /// Returns how many objects had converged then.
+    pub async fn rotate_until_one_converged(&mut self) -> usize {
+        self.rotate().await;
+        self.request_refresh().await;
+        for _ in 0..2400 {
+            let rotated = self.converged().await;
+            if rotated > 0 {
+                return rotated;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the rotation reached no object");
+    }
+
     /// How many objects are converged now: `Ready=True` for their generation, `syncedVersions`
     /// naming Key Vault's current version, and the Secret holding Key Vault's current value.
     pub async fn converged(&self) -> usize {

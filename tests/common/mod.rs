@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fleet;
+pub mod helm;
 pub mod invariants;
 pub mod keyvault;
 pub mod leak;

@@ -308,6 +308,14 @@ pub async fn wait_ready(
     .await
 }
 
+/// Creates VaultSecret `name` from JSON `spec` and waits until it is `Ready=True`.
+pub async fn create_synced(api: &Api<VaultSecret>, name: &str, spec: serde_json::Value) {
+    api.create(&PostParams::default(), &vault_secret(name, spec))
+        .await
+        .expect("create the VaultSecret");
+    wait_ready(api, name, "Ready", |status, _, _| status == "True").await;
+}
+
 /// Asks for a refresh (`vaultsync.io/refresh` set to `value`) and waits until the operator
 /// handled it (`status.lastRefreshRequest`), so that whatever that reconcile decided is in
 /// status.
