@@ -11,8 +11,8 @@
 //! Secret names but the class does not declare) is an error naming the class and the field.
 
 use crate::api::{
-    DataEntry, Decoding, IdentitySpec, RemoteRef, TargetSpec, VaultSecret, VaultSecretSpec,
-    default_refresh_interval,
+    CertificatePart, DataEntry, Decoding, IdentitySpec, RemoteRef, TargetSpec, VaultSecret,
+    VaultSecretSpec, default_refresh_interval,
 };
 use kube::api::ObjectMeta;
 use serde_json::Value;
@@ -167,18 +167,67 @@ fn parse_objects(class: &str, objects: &str) -> Result<Vec<CsiObject>, ConvertEr
         .collect()
 }
 
+/// The certificate part a key of a `kubernetes.io/tls` secretObject takes from a
+/// certificate's secret: the CSI driver split the secret's PEM (key and chain) into
+/// `tls.key` and `tls.crt`; `ca.crt` is taken as the issuers.
+fn tls_part(key: &str) -> Option<CertificatePart> {
+    match key {
+        "tls.crt" => Some(CertificatePart::Chain),
+        "tls.key" => Some(CertificatePart::PrivateKey),
+        "ca.crt" => Some(CertificatePart::Issuers),
+        _ => None,
+    }
+}
+
 /// The data entry for one object under `key`, or the note saying why there is none; notes
-/// for fields with no exact equivalent are pushed to `notes`.
-fn entry_for(object: &CsiObject, key: &str, notes: &mut Vec<String>) -> Result<DataEntry, String> {
+/// for fields with no exact equivalent are pushed to `notes`. `tls`: the key belongs to a
+/// secretObject of type `kubernetes.io/tls`.
+fn entry_for(
+    object: &CsiObject,
+    key: &str,
+    tls: bool,
+    notes: &mut Vec<String>,
+) -> Result<DataEntry, String> {
     let f = &object.fields;
     let name = text(f, "objectName");
     let object_type = text(f, "objectType");
+    let version = text(f, "objectVersion");
+    let version = (!version.is_empty()).then_some(version);
+    let certificate_entry = |part: CertificatePart| DataEntry {
+        key: key.to_owned(),
+        remote_ref: RemoteRef {
+            name: name.clone(),
+            version: version.clone(),
+            property: None,
+            decoding: Decoding::None,
+            certificate: Some(part),
+        },
+    };
     match object_type.to_ascii_lowercase().as_str() {
-        "secret" | "" => {}
+        "secret" | "" => {
+            let format = text(f, "objectFormat");
+            if let Some(part) = tls
+                .then(|| tls_part(key))
+                .flatten()
+                .filter(|_| !format.eq_ignore_ascii_case("pfx"))
+            {
+                notes.push(format!(
+                    "object '{name}': key '{key}' of the kubernetes.io/tls Secret is read from the certificate's secret as certificate: {part:?} (PEM), as the CSI driver split it"
+                ));
+                return Ok(certificate_entry(part));
+            }
+        }
         "cert" => {
-            return Err(format!(
-                "object '{name}' (objectType cert: the certificate's public part) has no equivalent entry yet; not converted"
+            // The CSI driver wrote the certificate's public part, the leaf, as PEM. Key
+            // Vault keeps it, with the key, in the secret of the same name.
+            let part = match (tls, key) {
+                (true, "tls.crt") => CertificatePart::Chain,
+                _ => CertificatePart::Leaf,
+            };
+            notes.push(format!(
+                "object '{name}' (objectType cert): read from the certificate's secret '{name}' as certificate: {part:?}; the identity needs secrets get on it (the CSI driver needed certificates get)"
             ));
+            return Ok(certificate_entry(part));
         }
         "key" => {
             return Err(format!(
@@ -226,14 +275,14 @@ fn entry_for(object: &CsiObject, key: &str, notes: &mut Vec<String>) -> Result<D
             notes.push(format!("object '{name}': field {field} has no equivalent"));
         }
     }
-    let version = text(f, "objectVersion");
     Ok(DataEntry {
         key: key.to_owned(),
         remote_ref: RemoteRef {
             name,
-            version: (!version.is_empty()).then_some(version),
+            version,
             property: None,
             decoding,
+            certificate: None,
         },
     })
 }
@@ -384,6 +433,7 @@ fn convert_class(document: &Value) -> Result<Vec<Converted>, ConvertError> {
         notes.push(format!(
             "secretObjects[{i}]: the CSI driver wrote Secret '{secret_name}' only while a pod mounted the class; vaultsync keeps it whether or not a pod runs"
         ));
+        let tls = text(secret_object, "type") == "kubernetes.io/tls";
         let mut data = Vec::new();
         for (j, item) in secret_object["data"]
             .as_array()
@@ -400,7 +450,7 @@ fn convert_class(document: &Value) -> Result<Vec<Converted>, ConvertError> {
                 ))
             })?;
             referenced.insert(object.file_name.clone());
-            match entry_for(object, &key, &mut notes) {
+            match entry_for(object, &key, tls, &mut notes) {
                 Ok(entry) => data.push(entry),
                 Err(note) => notes.push(note),
             }
@@ -434,7 +484,7 @@ fn convert_class(document: &Value) -> Result<Vec<Converted>, ConvertError> {
         ));
         let mut data = Vec::new();
         for object in mounted_only {
-            match entry_for(object, &object.file_name, &mut notes) {
+            match entry_for(object, &object.file_name, false, &mut notes) {
                 Ok(entry) => data.push(entry),
                 Err(note) => notes.push(note),
             }
@@ -628,7 +678,81 @@ mod tests {
             .iter()
             .map(|e| e.key.as_str())
             .collect();
-        assert_eq!(keys, ["history"]);
+        assert_eq!(keys, ["web-cert", "history"]);
+        let cert = &out[0].manifest.spec.data[0].remote_ref;
+        assert_eq!(
+            (cert.name.as_str(), cert.certificate, cert.decoding),
+            ("web-cert", Some(CertificatePart::Leaf), Decoding::None)
+        );
+    }
+
+    #[test]
+    fn a_tls_secret_object_on_a_certificate_becomes_certificate_entries() {
+        let objects = "    keyvaultName: kv1
+    useVMManagedIdentity: \"true\"
+    userAssignedIdentityID: a87c1e0f-ca8e-4064-abbf-b2749c333d65
+    objects: |
+      array:
+        - |
+          objectName: web-tls
+          objectType: secret
+          objectVersion: 0123456789abcdef0123456789abcdef
+        - |
+          objectName: web-root
+          objectType: cert
+";
+        let out = convert_stream(
+            &class(
+                objects,
+                "  secretObjects:\n  - secretName: web\n    type: kubernetes.io/tls\n    data:\n    - objectName: web-tls\n      key: tls.key\n    - objectName: web-tls\n      key: tls.crt\n    - objectName: web-tls\n      key: ca.crt\n",
+            ),
+            "t",
+        )
+        .unwrap();
+        let parts: Vec<_> = out[0]
+            .manifest
+            .spec
+            .data
+            .iter()
+            .map(|e| {
+                let r = &e.remote_ref;
+                (
+                    e.key.as_str(),
+                    r.name.as_str(),
+                    r.certificate,
+                    r.version.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (
+                    "tls.key",
+                    "web-tls",
+                    Some(CertificatePart::PrivateKey),
+                    true
+                ),
+                ("tls.crt", "web-tls", Some(CertificatePart::Chain), true),
+                ("ca.crt", "web-tls", Some(CertificatePart::Issuers), true),
+            ]
+        );
+        assert!(
+            notes(&out[0]).contains("certificate: PrivateKey (PEM), as the CSI driver split it")
+        );
+        // The cert object only mounted: its leaf, under its file name.
+        let mounted = &out[1].manifest.spec.data[0];
+        assert_eq!(
+            (mounted.key.as_str(), mounted.remote_ref.certificate),
+            ("web-root", Some(CertificatePart::Leaf))
+        );
+        assert!(notes(&out[1]).contains("the identity needs secrets get on it"));
+        // A YAML round trip keeps the field.
+        let back: VaultSecret = serde_saphyr::from_str(&render(&out[..1]).unwrap()).unwrap();
+        assert_eq!(
+            back.spec.data[1].remote_ref.certificate,
+            Some(CertificatePart::Chain)
+        );
     }
 
     #[test]

@@ -248,6 +248,7 @@ pub struct DataEntry {
 /// A Key Vault secret, optionally one version of it and one field of its JSON value.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.certificate) || (!has(self.property) && (!has(self.decoding) || self.decoding == 'None'))").message("remoteRef.certificate reads the whole value of a certificate's secret (PFX or PEM): leave remoteRef.property unset and remoteRef.decoding None"))]
 pub struct RemoteRef {
     /// Key Vault secret name: 1-127 letters, digits and `-`.
     #[schemars(regex(pattern = r"^[0-9a-zA-Z-]{1,127}$"))]
@@ -268,6 +269,17 @@ pub struct RemoteRef {
     /// URL-safe alphabet, padding optional, whitespace ignored; decoded after `property`).
     #[serde(default)]
     pub decoding: Decoding,
+    /// Read the value as a certificate with its private key, as Key Vault keeps a
+    /// certificate's backing secret: PFX (`contentType: application/x-pkcs12`, Base64 of a
+    /// password-less PKCS#12 archive) or PEM (`application/x-pem-file`; without a content
+    /// type, PEM when the value holds a `-----BEGIN` line, else PFX). Writes one part of it
+    /// as PEM: `Chain` (for `tls.crt`: the leaf, then its issuers found in the value,
+    /// nearest first), `PrivateKey` (for `tls.key`: PKCS#8), `Issuers` (for `ca.crt`: the
+    /// chain without the leaf) or `Leaf`. The leaf is the certificate of the private key.
+    /// Needs `property` unset and `decoding: None`. A value that is none of this is
+    /// `CertificateInvalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificatePart>,
 }
 
 impl RemoteRef {
@@ -275,6 +287,21 @@ impl RemoteRef {
     pub fn pinned_version(&self) -> Option<&str> {
         self.version.as_deref().filter(|v| !v.is_empty())
     }
+}
+
+/// The part of a certificate value a `remoteRef.certificate` entry writes, as PEM.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertificatePart {
+    /// The leaf certificate, then its issuers found in the value, nearest first
+    /// (`tls.crt`). Certificates that are not in the leaf's chain are left out.
+    Chain,
+    /// The leaf certificate alone.
+    Leaf,
+    /// The leaf's private key as PKCS#8 (`-----BEGIN PRIVATE KEY-----`, `tls.key`); PKCS#1
+    /// and SEC1 keys are re-encoded.
+    PrivateKey,
+    /// The leaf's issuers found in the value, nearest first (`ca.crt`); at least one.
+    Issuers,
 }
 
 /// How a Key Vault value is decoded before it is written.
@@ -367,12 +394,14 @@ pub struct VaultSecretStatus {
     /// data hashes otherwise. Kept only while the spec names targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_data_hash: Option<String>,
-    /// The earliest expiry (Key Vault `attributes.exp`) among the synced versions; absent
-    /// when none has one. The `Expiring` condition says when it is near.
+    /// The earliest expiry among the synced versions (Key Vault `attributes.exp`, and for
+    /// `remoteRef.certificate` entries the leaf certificate's `notAfter`); absent when none
+    /// has one. The `Expiring` condition says when it is near.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
-    /// Key Vault expiry (`attributes.exp`) of the synced version per Secret key, for the
-    /// keys whose version has one.
+    /// Expiry of the synced version per Secret key, for the keys whose version has one:
+    /// Key Vault `attributes.exp`, or for a `remoteRef.certificate` entry the leaf's
+    /// `notAfter` when that is earlier.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub synced_expiries: BTreeMap<String, Time>,
 }

@@ -45,11 +45,15 @@ pub enum Reason {
     /// (another client keeps doing it): its repair waits for the pace of repairs, so the
     /// Secret does not hold the synced data meanwhile. Not a failure: no Warning Event.
     DriftRepairPaused,
+    /// A `remoteRef.certificate` entry on a value that is not a usable certificate: not
+    /// PFX or PEM, a password-protected PFX, no certificate, a key that belongs to none of
+    /// them, or no key or issuer where the entry asks for one.
+    CertificateInvalid,
 }
 
 impl Reason {
     /// Every reason, in the order they were added.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Synced,
         Reason::Suspended,
         Reason::InvalidSpec,
@@ -67,6 +71,7 @@ impl Reason {
         Reason::SecretNotYetValid,
         Reason::KubernetesApiError,
         Reason::DriftRepairPaused,
+        Reason::CertificateInvalid,
     ];
 
     /// The condition reason, Event reason and metric label; never changes once released.
@@ -89,6 +94,7 @@ impl Reason {
             Reason::SecretNotYetValid => "SecretNotYetValid",
             Reason::KubernetesApiError => "KubernetesApiError",
             Reason::DriftRepairPaused => "DriftRepairPaused",
+            Reason::CertificateInvalid => "CertificateInvalid",
         }
     }
 
@@ -144,7 +150,8 @@ mod tests {
                 | Reason::SecretTooLarge
                 | Reason::SecretNotYetValid
                 | Reason::KubernetesApiError
-                | Reason::DriftRepairPaused => {
+                | Reason::DriftRepairPaused
+                | Reason::CertificateInvalid => {
                     Reason::ALL.iter().filter(|r| **r == reason).count() == 1
                 }
             }

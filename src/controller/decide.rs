@@ -1,7 +1,8 @@
 //! Pure decisions of a reconcile, with no I/O: when to read Key Vault, what the Secret
 //! should hold, and what the status should say.
 
-use crate::api::{Decoding, READY, REFRESHED, Reason, VaultSecretStatus};
+use crate::api::{CertificatePart, Decoding, READY, REFRESHED, Reason, VaultSecretStatus};
+use crate::controller::certificate::{self, CertificateError, CertificateFormat};
 use crate::source::{FetchedSecret, IdentityRef, SecretBytes};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::{DecodeError, Engine as _, alphabet};
@@ -229,6 +230,14 @@ pub enum ValueError {
         name: String,
         why: Base64Error,
     },
+    /// `remoteRef.certificate` on a value that is not a usable certificate of `format`.
+    #[error("key '{key}': Key Vault secret '{name}' is not a usable certificate ({format}): {why}")]
+    CertificateInvalid {
+        key: String,
+        name: String,
+        format: CertificateFormat,
+        why: CertificateError,
+    },
 }
 
 impl ValueError {
@@ -240,6 +249,7 @@ impl ValueError {
             ValueError::NotYetValid { .. } => Reason::SecretNotYetValid,
             ValueError::PropertyNotFound { .. } => Reason::PropertyNotFound,
             ValueError::DecodingFailed { .. } => Reason::DecodingFailed,
+            ValueError::CertificateInvalid { .. } => Reason::CertificateInvalid,
         }
     }
 
@@ -310,6 +320,28 @@ pub fn entry_value(
             ValueError::DecodingFailed { key, name, why }
         }),
     }
+}
+
+/// The bytes to write for a certificate entry (`remoteRef.certificate`), after
+/// [`entry_value`] (validity checked; no property, no decoding, so the whole value), and
+/// the leaf's `notAfter`. The format comes from the version's content type or the value
+/// (see [`certificate::format_of`]); failures are [`ValueError::CertificateInvalid`].
+pub fn certificate_value(
+    key: &str,
+    name: &str,
+    part: CertificatePart,
+    value: &SecretBytes,
+    content_type: Option<&str>,
+) -> Result<(SecretBytes, time::OffsetDateTime), ValueError> {
+    let format = certificate::format_of(content_type, value.expose());
+    certificate::read(value.expose(), format)
+        .and_then(|bundle| Ok((bundle.part(part)?, bundle.not_after())))
+        .map_err(|why| ValueError::CertificateInvalid {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            format,
+            why,
+        })
 }
 
 /// The UTF-8 byte order mark, which some editors put before a JSON document.

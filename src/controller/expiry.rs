@@ -1,5 +1,5 @@
 //! Expiry seen coming: `status.expiresAt` (the earliest Key Vault `attributes.exp` among
-//! the synced versions) and the `Expiring` condition that says when it is near, decided by
+//! the synced versions, or a certificate entry's leaf `notAfter` when earlier) and the `Expiring` condition that says when it is near, decided by
 //! pure functions. The condition remembers what was announced, so the Warning Event fires
 //! once when the expiry enters the window (and once when it passes), not at every refresh.
 
@@ -86,13 +86,21 @@ pub fn next_change(
         .map(|t| now.duration_until(t).unsigned_abs())
 }
 
-/// Where key `key` of `vsec` comes from, for messages: `Key Vault secret 'name'`.
+/// Where key `key` of `vsec` comes from, for messages: `Key Vault secret 'name'`, or
+/// `the certificate in Key Vault secret 'name'` for a certificate entry.
 pub fn source_of(vsec: &VaultSecret, key: &str) -> String {
     vsec.spec
         .data
         .iter()
         .find(|e| e.key == key)
-        .map(|e| format!("Key Vault secret '{}'", e.remote_ref.name))
+        .map(|e| match e.remote_ref.certificate {
+            // Its expiry may be the leaf's notAfter rather than the version's exp.
+            Some(_) => format!(
+                "the certificate in Key Vault secret '{}'",
+                e.remote_ref.name
+            ),
+            None => format!("Key Vault secret '{}'", e.remote_ref.name),
+        })
         .unwrap_or_else(|| "a Key Vault secret".to_owned())
 }
 

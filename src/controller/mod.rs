@@ -3,6 +3,7 @@
 //! [`SecretSource`], and applies with server-side apply under one field manager.
 
 mod backoff;
+pub mod certificate;
 pub mod data_hash;
 pub mod decide;
 pub mod expiry;
@@ -1001,13 +1002,31 @@ async fn read_all(
             fetched,
             now,
         )
+        .and_then(|value| match r.certificate {
+            None => Ok((value, None)),
+            Some(part) => decide::certificate_value(
+                &entry.key,
+                &r.name,
+                part,
+                &value,
+                fetched.content_type.as_deref(),
+            )
+            .map(|(value, not_after)| (value, Some(not_after))),
+        })
         .map_err(|e| Failure {
             passes_in: e.passes_in(now),
             ..Failure::new(e.reason(), e.to_string())
         })?;
+        let (value, not_after) = value;
         out.insert(entry.key.clone(), (value, fetched.version.clone()));
+        // A certificate entry expires with its leaf when that comes before the version's
+        // `exp` (Key Vault sets both alike for the certificates it makes; an imported PFX
+        // kept as a plain secret has only the leaf's).
         if let Some(exp) = fetched
             .expires
+            .into_iter()
+            .chain(not_after)
+            .min()
             .and_then(|exp| Timestamp::from_second(exp.unix_timestamp()).ok())
         {
             expiries.insert(entry.key.clone(), Time(exp));

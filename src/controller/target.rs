@@ -530,6 +530,7 @@ mod tests {
                         version: None,
                         property: None,
                         decoding: Default::default(),
+                        certificate: None,
                     },
                 }],
                 target: TargetSpec {
@@ -676,6 +677,7 @@ mod tests {
                 version: None,
                 property: None,
                 decoding: Default::default(),
+                certificate: None,
             },
         });
         let mut both = data("x");
