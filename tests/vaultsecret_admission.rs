@@ -322,3 +322,33 @@ async fn marks_cannot_be_forged_through_target_labels_or_annotations() {
     .await
     .expect("keys that merely mention vaultsync.io are the user's");
 }
+
+#[tokio::test]
+async fn certificate_entries_take_the_whole_value_and_name_a_known_part() {
+    let certificate = |extra: Value| {
+        let mut remote_ref = json!({"name": "web-tls", "certificate": "Chain"});
+        for (k, v) in extra.as_object().unwrap() {
+            remote_ref[k] = v.clone();
+        }
+        with(&["data", "0", "remoteRef"], remote_ref)
+    };
+    let admitted = admit(certificate(json!({})))
+        .await
+        .expect("a certificate entry");
+    assert_eq!(
+        admitted.spec.data[0].remote_ref.certificate,
+        Some(vaultsync::api::CertificatePart::Chain)
+    );
+    for extra in [json!({"property": "cert"}), json!({"decoding": "Base64"})] {
+        refused(
+            certificate(extra),
+            "remoteRef.certificate reads the whole value",
+        )
+        .await;
+    }
+    refused(
+        certificate(json!({"certificate": "Pfx"})),
+        "spec.data[0].remoteRef.certificate",
+    )
+    .await;
+}
