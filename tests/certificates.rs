@@ -260,7 +260,9 @@ async fn pfx_and_pem_certificates_become_tls_secrets_and_the_leaf_expiry_counts(
         (
             "ec-pem",
             unique("cert-ec-pem"),
-            json!({"value": ec_pem, "contentType": "application/x-pem-file"}),
+            // An earlier exp than the leaf's notAfter (40 days): the exp wins.
+            json!({"value": ec_pem, "contentType": "application/x-pem-file",
+                   "attributes": {"exp": now + 5 * 86400}}),
             &ec,
             true,
         ),
@@ -307,12 +309,27 @@ async fn pfx_and_pem_certificates_become_tls_secrets_and_the_leaf_expiry_counts(
         check_tls_files(dir, &secret.data.unwrap());
         // One Key Vault read serves all the entries of one certificate.
         assert_eq!(s.doubles.authorized_reads(kv_name).await, 1, "{name}");
-        let expires_at = vsec.status.unwrap().expires_at.map(|t| t.0.as_second());
+        let expires_at = vsec.status.as_ref().unwrap().expires_at.as_ref();
+        let expected = match *name {
+            "ec-pem" => now + 5 * 86400,
+            _ => not_after(dir),
+        };
         assert_eq!(
-            expires_at,
-            Some(not_after(dir)),
-            "{name}: the leaf's notAfter"
+            expires_at.map(|t| t.0.as_second()),
+            Some(expected),
+            "{name}"
         );
+        let (_, reason, message) = condition_of(&vsec, "Expiring").unwrap();
+        if *name == "ec-pem" {
+            // Within the default 168h window.
+            assert_eq!(reason, "Expiring");
+            assert!(
+                message.contains(&format!("the certificate in Key Vault secret '{kv_name}'")),
+                "{message}"
+            );
+        } else {
+            assert_eq!(reason, "NotExpiring", "{name}");
+        }
     }
 
     // Not a certificate: Ready=False with a reason and a message that say so, no value.
