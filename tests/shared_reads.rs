@@ -169,3 +169,64 @@ async fn two_identities_never_share_a_read() {
         "one read per identity"
     );
 }
+
+#[tokio::test]
+async fn objects_reconciled_one_at_a_time_far_apart_still_read_each_secret_once() {
+    let s = setup().await;
+    let prefix = unique("apart");
+    let shared: Vec<String> = (0..3).map(|i| format!("{prefix}-{i}")).collect();
+    let slow: Vec<String> = (0..9).map(|i| format!("{prefix}-slow-{i}")).collect();
+    let vault = KeyVault::first();
+    for name in shared.iter().chain(&slow) {
+        vault.set(name, "value").await;
+    }
+    // Each object also reads a secret of its own that Key Vault answers 1.2 s late, and
+    // objects are reconciled one at a time with a 1 s sharing window: two objects over one
+    // shared secret are always more than the window apart, in whatever order they come.
+    for name in &slow {
+        s.doubles
+            .put(
+                "/faults",
+                json!({"secret": name, "kind": "delay", "delayMs": 1200}),
+            )
+            .await;
+    }
+    for (i, own) in slow.iter().enumerate() {
+        let spec = json!({
+            "vaultUrl": env("VAULTSYNC_TEST_VAULT_URL"),
+            "refreshInterval": "1h",
+            "data": [
+                {"key": "value", "remoteRef": {"name": shared[i % 3]}},
+                {"key": "own", "remoteRef": {"name": own}},
+            ],
+        });
+        s.vsecs
+            .create(
+                &PostParams::default(),
+                &vault_secret(&format!("app-{i}"), spec),
+            )
+            .await
+            .unwrap();
+    }
+    let granted: Vec<&str> = shared.iter().chain(&slow).map(String::as_str).collect();
+    let client_id = operator_identity(&s.doubles, &granted).await;
+    let _operator = Operator::start(
+        &s.ns.name,
+        &client_id,
+        &["--concurrency", "1", "--shared-read-seconds", "1"],
+    );
+    all_synced(&[&s.vsecs], 9).await;
+    for name in &slow {
+        s.doubles.clear_faults(Some(name)).await;
+    }
+    for name in &shared {
+        assert_eq!(
+            reads(&s.doubles, name).await,
+            1,
+            "{name}: one read for 3 objects"
+        );
+    }
+    for name in &slow {
+        assert_eq!(reads(&s.doubles, name).await, 1, "{name}");
+    }
+}

@@ -59,6 +59,16 @@ impl FirstSyncs {
         }
     }
 
+    /// Whether `vsec` has had no attempt yet: no status, not being deleted, and no first
+    /// reconcile ended in this process.
+    pub fn not_attempted(&self, vsec: &VaultSecret) -> bool {
+        never_reported(vsec)
+            && vsec.metadata.deletion_timestamp.is_none()
+            && vsec
+                .uid()
+                .is_none_or(|uid| !lock(&self.attempted).contains(&uid))
+    }
+
     /// How many objects have had no attempt yet: no status in the cache, not being
     /// deleted, and no first reconcile ended in this process. Attempted objects that
     /// have a status by now, or are gone, are forgotten on the way.

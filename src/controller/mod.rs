@@ -6,6 +6,7 @@ mod backoff;
 pub mod certificate;
 pub mod data_hash;
 pub mod decide;
+mod demand;
 pub mod expiry;
 mod first_syncs;
 pub mod grants;
@@ -84,7 +85,7 @@ pub struct Context {
     /// The pace of drift repairs, per object.
     repairs: backoff::RepairPace,
     /// Objects waiting for their first attempt, which go before due refreshes.
-    first_syncs: first_syncs::FirstSyncs,
+    first_syncs: Arc<first_syncs::FirstSyncs>,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -209,6 +210,13 @@ pub async fn run(
     // The watched Namespaces' metadata, for their identity grants: synced before any
     // reconcile, so that a VaultSecret is never refused for a Namespace not yet seen.
     let (grants, grant_changes) = grants::watch_namespaces(&client, &scopes, &watches).await;
+    // Shared reads are kept for the objects due for them (see [`demand`]).
+    let first_syncs = Arc::new(first_syncs::FirstSyncs::default());
+    let read_demand = Arc::new(demand::ReadDemand::new(
+        Arc::downgrade(&source),
+        first_syncs.clone(),
+    ));
+    source.hold_for(read_demand.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         source,
@@ -223,7 +231,7 @@ pub async fn run(
         restarts: restart::Debouncer::new(config.rollout_restart_window),
         expiry_warning: config.expiry_warning,
         repairs: Default::default(),
-        first_syncs: Default::default(),
+        first_syncs,
         announced: Default::default(),
     });
 
@@ -292,6 +300,7 @@ pub async fn run(
     // The gauges over VaultSecrets read these caches at each scrape.
     ctx.metrics.objects.observe(stores.clone());
     ctx.first_syncs.observe(stores.clone());
+    read_demand.observe(stores.clone());
     tokio::spawn(async move {
         for store in stores {
             if store.wait_until_ready().await.is_err() {
@@ -476,15 +485,12 @@ async fn sync(
     });
     // Keyed by what is read (the vault as normalised when it is a valid one): objects over
     // the same secrets refresh together and share their reads.
-    let jitter_key = decide::refresh_key(
+    let jitter_key = jitter_key(
+        vsec,
         &ctx.source
             .vault_url(&vsec.spec.vault_url)
             .unwrap_or_else(|_| vsec.spec.vault_url.clone()),
         &identity,
-        vsec.spec
-            .data
-            .iter()
-            .map(|e| (e.remote_ref.name.as_str(), e.remote_ref.pinned_version())),
     );
     let plan = decide::plan_read(&decide::PlanInput {
         synced_this_generation,
@@ -894,6 +900,18 @@ fn check_target(existing: Option<&Secret>, vsec: &VaultSecret) -> Result<(), Fai
     Ok(())
 }
 
+/// The object's [`decide::refresh_key`]: what it reads, as `vault_url` (normalised).
+fn jitter_key(vsec: &VaultSecret, vault_url: &str, identity: &IdentityRef) -> String {
+    decide::refresh_key(
+        vault_url,
+        identity,
+        vsec.spec
+            .data
+            .iter()
+            .map(|e| (e.remote_ref.name.as_str(), e.remote_ref.pinned_version())),
+    )
+}
+
 /// The identity the spec names; whether the namespace may use it is [`grants::check_grant`].
 fn identity_for(vsec: &VaultSecret, namespace: &str) -> Result<IdentityRef, Failure> {
     match &vsec.spec.identity {
@@ -952,6 +970,7 @@ async fn read_all(
                 name: entry.remote_ref.name.clone(),
                 version: entry.remote_ref.pinned_version().map(str::to_owned),
                 fresher_than,
+                requester: vsec.uid(),
             };
             (entry, request)
         })

@@ -46,6 +46,10 @@ pub struct SecretRequest {
     /// started earlier is too old for it ([`single_flight`]). `None`: any read within the
     /// sharing window will do (first sync). Not part of [`SecretRequest::read_key`].
     pub fresher_than: Option<std::time::SystemTime>,
+    /// The uid of the VaultSecret asking: a shared result kept for the objects due for it
+    /// records who took it ([`single_flight::Demand`]). Not part of
+    /// [`SecretRequest::read_key`].
+    pub requester: Option<String>,
 }
 
 impl SecretRequest {
@@ -53,12 +57,13 @@ impl SecretRequest {
     /// Key Vault secret names are case-insensitive (`Db-Password` and `db-password` are one
     /// secret, so one read). Names are ASCII (`^[0-9a-zA-Z-]{1,127}$`), so ASCII lowercase
     /// is the whole rule. Vault URL, identity and version are kept as they are;
-    /// `fresher_than` is left out (it says which reads may serve the request, not which
-    /// read it is).
+    /// `fresher_than` and `requester` are left out (they say which reads may serve the
+    /// request and who asks, not which read it is).
     pub fn read_key(&self) -> SecretRequest {
         SecretRequest {
             name: self.name.to_ascii_lowercase(),
             fresher_than: None,
+            requester: None,
             ..self.clone()
         }
     }
@@ -82,6 +87,13 @@ pub trait SecretSource: Send + Sync {
     /// The URL this source calls for a spec's `vaultUrl`, normalised; or why it calls
     /// nothing there (not scheme and host only, or not a vault host it accepts).
     fn vault_url(&self, spec_vault_url: &str) -> Result<String, String>;
+
+    /// Keeps shared results while `demand` says objects due for them have not taken
+    /// them ([`single_flight`]); keys are [`SecretRequest::read_key`]s. A source that
+    /// shares nothing ignores it.
+    fn hold_for(&self, demand: Arc<dyn single_flight::Demand<SecretRequest>>) {
+        let _ = demand;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -527,14 +539,21 @@ impl SecretSource for Arc<KeyVaultSource> {
         let source = self.clone();
         let owned = request.clone();
         self.shared_reads
-            .run(&request.read_key(), request.fresher_than, move || {
-                source.read(owned)
-            })
+            .run(
+                &request.read_key(),
+                request.fresher_than,
+                request.requester.as_deref(),
+                move || source.read(owned),
+            )
             .await
     }
 
     fn vault_url(&self, spec_vault_url: &str) -> Result<String, String> {
         self.options.vaults.check(spec_vault_url)
+    }
+
+    fn hold_for(&self, demand: Arc<dyn single_flight::Demand<SecretRequest>>) {
+        self.shared_reads.hold_for(demand);
     }
 }
 
@@ -552,6 +571,7 @@ mod tests {
             name: name.into(),
             version: None,
             fresher_than: None,
+            requester: Some("uid".into()),
         }
     }
 

@@ -1,20 +1,27 @@
 //! Shares Key Vault reads: identical requests in flight at the same moment share one run,
-//! and a completed read is shared for a short window afterwards, so that N VaultSecrets
-//! over K distinct Key Vault secrets cost K reads per wave instead of N, in whatever order
-//! the controller reconciles them.
+//! and a completed read is shared afterwards while objects due for it have not taken it
+//! yet, so that N VaultSecrets over K distinct Key Vault secrets cost K reads per wave
+//! instead of N, in whatever order the controller reconciles them.
 //!
 //! The window, and why it cannot serve a stale value past it:
 //! - A successful result stays shared for [`SHARE_IDLE`] after it completed, each share
-//!   pushing that end further by [`SHARE_IDLE`] (a wave keeps the entry alive while it is
-//!   being used), but never past [`SHARE_MAX_AGE`] after the read *started*. When the
-//!   window closes the entry is removed at once (a timer, not the next lookup), so the
-//!   result is dropped and its [`super::SecretBytes`] zeroed as soon as the reconciles that
-//!   took it are done with it. A request after the close is a new Key Vault read: no value
-//!   older than [`SHARE_MAX_AGE`] is ever handed out.
+//!   pushing that end further by [`SHARE_IDLE`]. When that end comes, the result is kept
+//!   (looked at again every [`SHARE_IDLE`]) only while the [`Demand`] says some object
+//!   due for this read has not taken it yet (a first sync not attempted, a refresh due
+//!   whose own last read is older than this one); those objects are in the controller's
+//!   queue, in no particular order, so a window of time alone cannot cover them. Each
+//!   object that takes the result is recorded, so it no longer counts as waiting even
+//!   before its status reaches the cache. Whatever the demand, a result is never kept
+//!   past [`SHARE_MAX_AGE`] after the read *started*. When the window closes the entry is
+//!   removed at once (a timer, not the next lookup), so the result is dropped and its
+//!   [`super::SecretBytes`] zeroed as soon as the reconciles that took it are done with
+//!   it. A request after the close is a new Key Vault read: no value older than
+//!   [`SHARE_MAX_AGE`] is ever handed out.
 //! - A request may also say which reads are too old for it (`fresher_than`: the caller's
 //!   own last read happened before that instant). A completed or running read that started
 //!   before it is not shared with that request: an object never gets back its own last
-//!   read, or anything older, as a "refresh".
+//!   read, or anything older, as a "refresh". The demand applies the same rule: an object
+//!   that could not take a read does not hold it.
 //! - A failure is shared for [`SHARE_IDLE`] after it completed, never extended. Sharing
 //!   `Throttled` is deliberate: Key Vault often answers 429 without `Retry-After`, and
 //!   letting each of N objects find that out for itself is the storm that keeps a vault
@@ -28,7 +35,7 @@
 //! never share a read.
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
@@ -47,6 +54,14 @@ pub const SHARE_MAX_AGE: Duration = Duration::from_secs(60);
 
 type Run<T, E> = Shared<BoxFuture<'static, Result<T, E>>>;
 
+/// Who is still due for a read: the controller's view of its queue, asked when a shared
+/// result's idle window ends.
+pub trait Demand<K>: Send + Sync {
+    /// Whether an object not in `taken` (uids of the objects that got this result) is due
+    /// for the read `key` and would take one that started at `started_at`.
+    fn waiting(&self, key: &K, started_at: SystemTime, taken: &HashSet<String>) -> bool;
+}
+
 enum Entry<T, E> {
     Running {
         id: u64,
@@ -55,6 +70,8 @@ enum Entry<T, E> {
         started_at: SystemTime,
         started: Instant,
         run: Run<T, E>,
+        /// The objects that joined this run.
+        taken: HashSet<String>,
     },
     Done {
         id: u64,
@@ -63,12 +80,16 @@ enum Entry<T, E> {
         /// The window closes here; moved on by shares of a success, up to `last`.
         closes: Instant,
         last: Instant,
+        /// The objects that got this result.
+        taken: HashSet<String>,
     },
 }
 
 struct Table<K, T, E> {
     next_id: u64,
     entries: HashMap<K, Entry<T, E>>,
+    /// Who is still due for a read; without one, results are kept for the idle window only.
+    demand: Option<Arc<dyn Demand<K>>>,
 }
 
 /// Shared reads keyed by `K`, with results `Result<T, E>` (cheap clones: `Arc`s).
@@ -103,8 +124,15 @@ impl<K, T, E> SharedReads<K, T, E> {
             table: Arc::new(Mutex::new(Table {
                 next_id: 0,
                 entries: HashMap::new(),
+                demand: None,
             })),
         }
+    }
+
+    /// Keeps successful results past their idle window while `demand` says objects due
+    /// for them have not taken them (never past the maximum age).
+    pub fn hold_for(&self, demand: Arc<dyn Demand<K>>) {
+        lock(&self.table).demand = Some(demand);
     }
 }
 
@@ -116,11 +144,13 @@ where
 {
     /// The result for `key`: a running or recently completed read's if one started at or
     /// after `fresher_than` (see the module docs for the window), else that of `make()`,
-    /// which is then shared in turn.
+    /// which is then shared in turn. `taker`: the uid of the object asking, recorded as
+    /// having taken the result (see [`Demand`]).
     pub async fn run<F>(
         &self,
         key: &K,
         fresher_than: Option<SystemTime>,
+        taker: Option<&str>,
         make: impl FnOnce() -> F,
     ) -> Result<T, E>
     where
@@ -134,17 +164,23 @@ where
                     id,
                     started_at,
                     run,
+                    taken,
                     ..
-                }) if fresh_enough(*started_at, fresher_than) => (*id, run.clone()),
+                }) if fresh_enough(*started_at, fresher_than) => {
+                    taken.extend(taker.map(str::to_owned));
+                    (*id, run.clone())
+                }
                 Some(Entry::Done {
                     started_at,
                     result,
                     closes,
                     last,
+                    taken,
                     ..
                 }) if now < *closes && fresh_enough(*started_at, fresher_than) => {
                     if result.is_ok() {
                         *closes = (now + self.idle).min(*last);
+                        taken.extend(taker.map(str::to_owned));
                     }
                     return result.clone();
                 }
@@ -159,6 +195,7 @@ where
                             started_at: SystemTime::now(),
                             started: now,
                             run: run.clone(),
+                            taken: taker.map(str::to_owned).into_iter().collect(),
                         },
                     );
                     (id, run)
@@ -184,6 +221,7 @@ where
             let Some(Entry::Running {
                 started_at,
                 started,
+                taken,
                 ..
             }) = table.entries.remove(key)
             else {
@@ -207,6 +245,7 @@ where
                     result: result.clone(),
                     closes,
                     last,
+                    taken,
                 },
             );
             closes
@@ -216,6 +255,7 @@ where
             key.clone(),
             id,
             closes,
+            self.idle,
         ));
     }
 
@@ -227,26 +267,67 @@ where
 }
 
 /// Removes the completed entry `id` of `key` when its window closes, following any
-/// extension; stops if the entry was replaced or the table is gone.
+/// extension (a share, or objects still due for a successful result, looked at again every
+/// `idle`); stops if the entry was replaced or the table is gone.
 async fn close_when_due<K: Eq + Hash, T, E>(
     table: Weak<Mutex<Table<K, T, E>>>,
     key: K,
     id: u64,
     mut closes: Instant,
+    idle: Duration,
 ) {
     loop {
         tokio::time::sleep_until(closes).await;
         let Some(table) = table.upgrade() else { return };
+        // What the demand is asked about, read under the lock and asked without it (the
+        // demand walks the controller's caches).
+        let ask = {
+            let mut table = lock(&table);
+            let demand = table.demand.clone();
+            match table.entries.get(&key) {
+                Some(Entry::Done {
+                    id: done,
+                    closes: c,
+                    last,
+                    result,
+                    started_at,
+                    taken,
+                }) if *done == id => {
+                    let now = Instant::now();
+                    if *c > now {
+                        closes = *c;
+                        continue;
+                    }
+                    match demand {
+                        Some(demand) if result.is_ok() && now < *last => {
+                            (demand, *started_at, taken.clone())
+                        }
+                        _ => {
+                            // Dropped here; the value's bytes are zeroed once the last
+                            // reconcile holding a clone lets go of it.
+                            table.entries.remove(&key);
+                            return;
+                        }
+                    }
+                }
+                _ => return,
+            }
+        };
+        let (demand, started_at, taken) = ask;
+        let waiting = demand.waiting(&key, started_at, &taken);
         let mut table = lock(&table);
-        match table.entries.get(&key) {
+        let now = Instant::now();
+        match table.entries.get_mut(&key) {
             Some(Entry::Done {
                 id: done,
                 closes: c,
+                last,
                 ..
             }) if *done == id => {
-                if *c <= Instant::now() {
-                    // Dropped here; the value's bytes are zeroed once the last reconcile
-                    // holding a clone lets go of it.
+                if waiting {
+                    *c = (*c).max((now + idle.max(MIN_RECHECK)).min(*last));
+                }
+                if *c <= now {
                     table.entries.remove(&key);
                     return;
                 }
@@ -256,6 +337,9 @@ async fn close_when_due<K: Eq + Hash, T, E>(
         }
     }
 }
+
+/// The shortest pause between two looks at the demand of one result.
+const MIN_RECHECK: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
@@ -275,7 +359,7 @@ mod tests {
     ) -> Result<usize, String> {
         let runs = runs.clone();
         reads
-            .run(&key, fresher_than, move || async move {
+            .run(&key, fresher_than, None, move || async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
                 if fail {
@@ -331,7 +415,9 @@ mod tests {
             |_| true,
         );
         let value = reads
-            .run(&"a", None, || async { Ok(Arc::new("value".to_owned())) })
+            .run(&"a", None, None, || async {
+                Ok(Arc::new("value".to_owned()))
+            })
             .await
             .unwrap();
         let weak = Arc::downgrade(&value);
@@ -429,5 +515,93 @@ mod tests {
         assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1));
         assert_eq!(read(&reads, &runs, "b", None, false).await, Ok(2));
         assert_eq!(read(&reads, &runs, "a", None, false).await, Ok(1));
+    }
+
+    /// A demand of objects (uids) due for key "a", read by reads started at or after
+    /// `floor`.
+    struct Due {
+        objects: Mutex<HashSet<String>>,
+        floor: Option<SystemTime>,
+        asked: AtomicUsize,
+    }
+
+    impl Demand<&'static str> for Due {
+        fn waiting(
+            &self,
+            key: &&'static str,
+            started_at: SystemTime,
+            taken: &HashSet<String>,
+        ) -> bool {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            *key == "a"
+                && fresh_enough(started_at, self.floor)
+                && lock(&self.objects).iter().any(|o| !taken.contains(o))
+        }
+    }
+
+    async fn take(reads: &Reads, runs: &Arc<AtomicUsize>, key: &'static str, taker: &str) -> usize {
+        let runs = runs.clone();
+        reads
+            .run(&key, None, Some(taker), move || async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(runs.fetch_add(1, Ordering::SeqCst) + 1)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_is_kept_until_every_object_due_for_it_took_it() {
+        let (reads, runs) = setup();
+        let due = Arc::new(Due {
+            objects: Mutex::new(["o1", "o2", "o3"].map(String::from).into()),
+            floor: None,
+            asked: AtomicUsize::new(0),
+        });
+        reads.hold_for(due.clone());
+        assert_eq!(take(&reads, &runs, "a", "o1").await, 1);
+        // o2 comes 20 s later, far past the idle window: still the same read.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(take(&reads, &runs, "a", "o2").await, 1);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(take(&reads, &runs, "a", "o3").await, 1);
+        assert!(due.asked.load(Ordering::SeqCst) > 0);
+        // Everyone took it: dropped one idle window after the last share.
+        tokio::time::sleep(Duration::from_secs(5) + Duration::from_millis(1)).await;
+        assert_eq!(reads.held(), 0, "not held once no object waits for it");
+        assert_eq!(take(&reads, &runs, "a", "o1").await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_waited_for_is_still_dropped_at_the_maximum_age() {
+        let (reads, runs) = setup();
+        // o2 is due but never comes (its reconcile fails before it reads, say).
+        reads.hold_for(Arc::new(Due {
+            objects: Mutex::new(["o1", "o2"].map(String::from).into()),
+            floor: None,
+            asked: AtomicUsize::new(0),
+        }));
+        assert_eq!(take(&reads, &runs, "a", "o1").await, 1);
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert_eq!(reads.held(), 1, "held while o2 may still come");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reads.held(), 0, "never past 60 s after the read started");
+        assert_eq!(take(&reads, &runs, "a", "o2").await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn objects_that_could_not_take_a_result_do_not_hold_it() {
+        let (reads, runs) = setup();
+        // Due objects whose own last read is newer than any read made now, and a key no
+        // one is due for.
+        reads.hold_for(Arc::new(Due {
+            objects: Mutex::new(["o1", "o2"].map(String::from).into()),
+            floor: Some(SystemTime::now() + Duration::from_secs(3600)),
+            asked: AtomicUsize::new(0),
+        }));
+        assert_eq!(take(&reads, &runs, "a", "o1").await, 1);
+        assert_eq!(take(&reads, &runs, "b", "o1").await, 2);
+        tokio::time::sleep(Duration::from_secs(5) + Duration::from_millis(1)).await;
+        assert_eq!(reads.held(), 0);
     }
 }
