@@ -120,7 +120,9 @@ struct RunArgs {
     #[arg(long, env = "VAULTSYNC_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     request_timeout_seconds: u64,
     /// Seconds a completed Key Vault read stays shared with identical reads after its
-    /// last use (never more than 60 s after it started); 0 shares only reads in flight.
+    /// last use, and beyond that while VaultSecrets due for it (first syncs, due refreshes)
+    /// have not taken it, never more than 60 s after it started; 0 shares only reads in
+    /// flight.
     /// Below the smallest refreshInterval (10 s), so an object refreshing alone reads again.
     #[arg(long, env = "VAULTSYNC_SHARED_READ_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..10))]
     shared_read_seconds: u64,

@@ -470,13 +470,8 @@ async fn sync(
     )
     .map_err(|m| Failure::new(Reason::IdentityError, m))?;
 
-    let existing = secrets.get_opt(&target_name).await?;
-    check_target(existing.as_ref(), vsec)?;
-    let state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
     let synced_this_generation =
         decide::synced_this_generation(status, vsec.meta().generation, &target_name);
-    let drift = matches!(state, SecretState::Missing | SecretState::DataDrifted);
-    *held = Some(synced_this_generation && !drift);
     let all_pinned_and_synced = vsec.spec.data.iter().all(|entry| {
         entry
             .remote_ref
@@ -492,20 +487,26 @@ async fn sync(
             .unwrap_or_else(|_| vsec.spec.vault_url.clone()),
         &identity,
     );
-    let plan = decide::plan_read(&decide::PlanInput {
-        synced_this_generation,
-        drift,
-        refresh_failed: decide::previous_failure(status).is_some(),
-        refresh_requested: decide::unhandled_refresh(vsec.annotations(), status).is_some(),
-        last_sync: status.last_sync_time.as_ref().map(|t| t.0),
-        interval,
-        jitter_key: &jitter_key,
-        now,
-        all_pinned_and_synced,
-    });
+    let plan_with = |drift| {
+        decide::plan_read(&decide::PlanInput {
+            synced_this_generation,
+            drift,
+            refresh_failed: decide::previous_failure(status).is_some(),
+            refresh_requested: decide::unhandled_refresh(vsec.annotations(), status).is_some(),
+            last_sync: status.last_sync_time.as_ref().map(|t| t.0),
+            interval,
+            jitter_key: &jitter_key,
+            now,
+            all_pinned_and_synced,
+        })
+    };
 
     // A refresh of data the Secret holds can wait a little for objects that have none yet.
-    if plan == ReadPlan::Read(ReadCause::RefreshDue) {
+    // Decided before the Secret is fetched: a refresh that waits needs nothing of it, and
+    // fetching it once a second per waiting object would load the API server while the
+    // first syncs need it. Drift is not known yet; a Secret that drifted meanwhile is
+    // repaired when the wait ends (its watch event brings a reconcile that waits too).
+    if plan_with(false) == ReadPlan::Read(ReadCause::RefreshDue) {
         let waiting = ctx.first_syncs.waiting();
         if waiting > 0 {
             tracing::debug!(waiting, "refresh due; objects that never synced go first");
@@ -513,6 +514,15 @@ async fn sync(
             return Ok(Action::requeue(first_syncs::REFRESH_WAIT));
         }
     }
+
+    // Read before any Key Vault call: a Secret someone else holds is refused with no value
+    // read (a managed-Secrets cache could not show it, since it is not marked).
+    let existing = secrets.get_opt(&target_name).await?;
+    check_target(existing.as_ref(), vsec)?;
+    let state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
+    let drift = matches!(state, SecretState::Missing | SecretState::DataDrifted);
+    *held = Some(synced_this_generation && !drift);
+    let plan = plan_with(drift);
     // A Secret that keeps drifting (a client deleting or editing it in a loop) is repaired
     // at a pace: each repair costs a write, an Event, and, for lost data, a Key Vault read.
     let object = object_key(vsec);

@@ -159,6 +159,10 @@ where
         let (id, run) = {
             let mut table = lock(&self.table);
             let now = Instant::now();
+            // With a demand, a successful result still in the table is open: its timer
+            // keeps it only while objects wait for it, and removes it at once otherwise;
+            // a request at the very instant of a close need not race that timer.
+            let held = table.demand.is_some();
             match table.entries.get_mut(key) {
                 Some(Entry::Running {
                     id,
@@ -177,7 +181,9 @@ where
                     last,
                     taken,
                     ..
-                }) if now < *closes && fresh_enough(*started_at, fresher_than) => {
+                }) if (now < *closes || (held && result.is_ok() && now < *last))
+                    && fresh_enough(*started_at, fresher_than) =>
+                {
                     if result.is_ok() {
                         *closes = (now + self.idle).min(*last);
                         taken.extend(taker.map(str::to_owned));
