@@ -1,7 +1,7 @@
 //! The admin API (plain HTTP on loopback) that tests and benchmarks use to script the
 //! doubles. Documented in the README's development section.
 
-use crate::state::{Access, Fault, Registry};
+use crate::state::{Access, Fault, Registry, TokenFault};
 use crate::tokens::TokenIssuer;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -27,8 +27,16 @@ struct AccessGrant {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct FaultFilter {
     secret: Option<String>,
+    client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenLifetime {
+    seconds: u64,
 }
 
 fn found(removed: bool) -> StatusCode {
@@ -108,7 +116,34 @@ pub fn router(registry: Arc<Registry>, tokens: Arc<TokenIssuer>) -> Router {
             )
             .delete(
                 |State(r): State<Arc<Registry>>, Query(filter): Query<FaultFilter>| async move {
-                    r.clear_faults(filter.secret.as_deref());
+                    r.clear_faults(filter.secret.as_deref(), filter.client_id.as_deref());
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/token-faults/{client_id}",
+            put(
+                |State(r): State<Arc<Registry>>,
+                 Path(id): Path<String>,
+                 Json(fault): Json<TokenFault>| async move {
+                    r.set_token_fault(&id, fault);
+                    StatusCode::NO_CONTENT
+                },
+            )
+            .delete(
+                |State(r): State<Arc<Registry>>, Path(id): Path<String>| async move {
+                    found(r.remove_token_fault(&id))
+                },
+            ),
+        )
+        .route(
+            "/token-lifetimes/{client_id}",
+            put(
+                |State(r): State<Arc<Registry>>,
+                 Path(id): Path<String>,
+                 Json(body): Json<TokenLifetime>| async move {
+                    r.set_token_lifetime(&id, body.seconds);
                     StatusCode::NO_CONTENT
                 },
             ),

@@ -155,7 +155,7 @@ impl Gateway {
         self.registry
             .count_vault_authorized(req.method().as_str(), secret);
 
-        if let Some(fault) = self.registry.take_fault(secret) {
+        if let Some(fault) = self.registry.take_fault(secret, &claims.appid) {
             match fault.kind {
                 FaultKind::Throttle => {
                     let status = StatusCode::from_u16(fault.status.unwrap_or(429))
@@ -166,10 +166,12 @@ impl Gateway {
                         "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached".into(),
                         None,
                     );
-                    let retry_after = fault.retry_after_seconds.unwrap_or(1);
-                    response
-                        .headers_mut()
-                        .insert(hyper::header::RETRY_AFTER, retry_after.into());
+                    if !fault.without_retry_after {
+                        let retry_after = fault.retry_after_seconds.unwrap_or(1);
+                        response
+                            .headers_mut()
+                            .insert(hyper::header::RETRY_AFTER, retry_after.into());
+                    }
                     return Ok(response);
                 }
                 FaultKind::Error => {

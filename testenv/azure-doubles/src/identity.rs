@@ -3,7 +3,7 @@
 
 use crate::oidc::{AssertionError, IssuerVerifier};
 use crate::state::Registry;
-use crate::tokens::{TOKEN_LIFETIME_SECS, TokenIssuer};
+use crate::tokens::TokenIssuer;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -69,6 +69,17 @@ async fn entra_token(
     let client_id = form.client_id.as_str();
     s.registry
         .count_token(if client_id.is_empty() { "-" } else { client_id });
+    if let Some(fault) = s.registry.token_fault(client_id) {
+        // A reset never gets here: `reset_token_requests` drops the connection first.
+        return entra_error(
+            StatusCode::from_u16(fault.status.unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "temporarily_unavailable",
+            fault.code.unwrap_or(50000),
+            "There was an error issuing a token or an authorization code. Please try again later."
+                .into(),
+        );
+    }
     if tenant != s.tenant_id {
         return entra_error(
             StatusCode::BAD_REQUEST,
@@ -142,11 +153,15 @@ async fn entra_token(
         }
         Some(true) => {}
     }
-    match s.tokens.issue(client_id, &tenant, resource, "workload") {
+    let lifetime = s.registry.token_lifetime(client_id);
+    match s
+        .tokens
+        .issue(client_id, &tenant, resource, "workload", lifetime)
+    {
         Ok((access_token, _)) => Json(json!({
             "token_type": "Bearer",
-            "expires_in": TOKEN_LIFETIME_SECS,
-            "ext_expires_in": TOKEN_LIFETIME_SECS,
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
             "access_token": access_token,
         }))
         .into_response(),
@@ -244,9 +259,10 @@ async fn managed_identity_token(
             ),
         );
     }
+    let lifetime = s.registry.token_lifetime(&client_id);
     match s
         .tokens
-        .issue(&client_id, &s.tenant_id, &q.resource, "managed")
+        .issue(&client_id, &s.tenant_id, &q.resource, "managed", lifetime)
     {
         // `expires_on` is a string of epoch seconds in the App Service protocol.
         Ok((access_token, expires_on)) => Json(json!({
@@ -262,4 +278,39 @@ async fn managed_identity_token(
             format!("could not sign the token: {e}"),
         ),
     }
+}
+
+/// Serves the identity endpoints, first dropping unanswered the token requests of a
+/// client id whose token fault is a `reset` (an endpoint that is down). The client id is
+/// in the form body, so the body is read here and handed on to the router.
+pub async fn handle(
+    router: Router,
+    registry: Arc<Registry>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Response, crate::gateway::InjectedReset> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if parts.uri.path().ends_with("/oauth2/v2.0/token") {
+        let client_id = form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "client_id")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if let Some(fault) = registry.token_fault(&client_id)
+            && fault.kind == crate::state::TokenFaultKind::Reset
+        {
+            registry.count_token(&client_id);
+            return Err(crate::gateway::InjectedReset);
+        }
+    }
+    let req = hyper::Request::from_parts(parts, axum::body::Body::from(body));
+    Ok(router
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|never| match never {}))
 }

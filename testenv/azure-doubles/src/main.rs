@@ -133,8 +133,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let admin_listener = bind(args.admin_listen, "admin").await?;
 
-    let identity_service =
-        hyper_util::service::TowerToHyperService::new(identity::router(identity_state));
+    let identity_router = identity::router(identity_state);
+    let identity_registry = registry.clone();
+    let identity_service = hyper::service::service_fn(move |req| {
+        identity::handle(identity_router.clone(), identity_registry.clone(), req)
+    });
     tokio::spawn(tls::serve(
         identity_listener,
         acceptor.clone(),

@@ -28,19 +28,56 @@ pub struct Fault {
     /// HTTP status for `throttle` (default 429) and `error` (default 503).
     #[serde(default)]
     pub status: Option<u16>,
+    /// `Retry-After` of a `throttle` (default 1) or an `error` (default none).
     #[serde(default)]
     pub retry_after_seconds: Option<u64>,
+    /// A `throttle` without any `Retry-After`, as Key Vault often answers.
+    #[serde(default)]
+    pub without_retry_after: bool,
     #[serde(default)]
     pub delay_ms: Option<u64>,
     /// How many requests the fault applies to; absent means until `DELETE /faults`.
     #[serde(default)]
     pub count: Option<u32>,
+    /// Only requests whose token was issued to this client id; absent: every caller. A
+    /// whole-vault fault (`*`) scoped to one test's identity leaves tests running beside it
+    /// alone.
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 impl Fault {
-    fn matches(&self, secret: Option<&str>) -> bool {
-        self.secret == "*" || secret.is_some_and(|s| secret_key(s) == secret_key(&self.secret))
+    fn matches(&self, secret: Option<&str>, client_id: &str) -> bool {
+        (self.secret == "*" || secret.is_some_and(|s| secret_key(s) == secret_key(&self.secret)))
+            && self.client_id.as_deref().is_none_or(|c| c == client_id)
     }
+
+    /// Faults with the same scope replace each other.
+    fn same_scope(&self, secret: &str, client_id: Option<&str>) -> bool {
+        secret_key(&self.secret) == secret_key(secret) && self.client_id.as_deref() == client_id
+    }
+}
+
+/// A fault of the Entra token endpoint for one client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFaultKind {
+    /// The connection is closed unanswered, as by an endpoint that is down.
+    Reset,
+    /// An answer in Entra's error shape with `status` and the AADSTS `code`.
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenFault {
+    pub kind: TokenFaultKind,
+    /// HTTP status of an `error` (default 500).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The AADSTS code of an `error` (default 50000, Entra's "server error").
+    #[serde(default)]
+    pub code: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +126,8 @@ struct Inner {
     managed: HashSet<String>,
     access: HashMap<String, Access>,
     faults: Vec<Fault>,
+    token_faults: HashMap<String, TokenFault>,
+    token_lifetimes: HashMap<String, u64>,
     stats: Stats,
 }
 
@@ -155,26 +194,57 @@ impl Registry {
     /// distinct secret names do not disturb each other.
     pub fn add_fault(&self, fault: Fault) {
         let mut inner = self.lock();
-        let key = secret_key(&fault.secret);
-        inner.faults.retain(|f| secret_key(&f.secret) != key);
+        inner
+            .faults
+            .retain(|f| !f.same_scope(&fault.secret, fault.client_id.as_deref()));
         inner.faults.push(fault);
     }
 
-    pub fn clear_faults(&self, secret: Option<&str>) {
+    /// Removes every fault, those of one secret, or of one client id, or both.
+    pub fn clear_faults(&self, secret: Option<&str>, client_id: Option<&str>) {
         let mut inner = self.lock();
-        match secret {
-            Some(s) => {
-                let key = secret_key(s);
-                inner.faults.retain(|f| secret_key(&f.secret) != key);
-            }
-            None => inner.faults.clear(),
-        }
+        inner.faults.retain(|f| {
+            let secret_matches = secret.is_none_or(|s| secret_key(&f.secret) == secret_key(s));
+            let client_matches = client_id.is_none_or(|c| f.client_id.as_deref() == Some(c));
+            !(secret_matches && client_matches)
+        });
     }
 
-    /// Takes one use of the first fault matching this request, dropping it when used up.
-    pub fn take_fault(&self, secret: Option<&str>) -> Option<Fault> {
+    pub fn set_token_fault(&self, client_id: &str, fault: TokenFault) {
+        self.lock().token_faults.insert(client_id.to_owned(), fault);
+    }
+
+    pub fn remove_token_fault(&self, client_id: &str) -> bool {
+        self.lock().token_faults.remove(client_id).is_some()
+    }
+
+    pub fn token_fault(&self, client_id: &str) -> Option<TokenFault> {
+        self.lock().token_faults.get(client_id).copied()
+    }
+
+    pub fn set_token_lifetime(&self, client_id: &str, seconds: u64) {
+        self.lock()
+            .token_lifetimes
+            .insert(client_id.to_owned(), seconds);
+    }
+
+    /// How long tokens issued to `client_id` live, in seconds.
+    pub fn token_lifetime(&self, client_id: &str) -> u64 {
+        self.lock()
+            .token_lifetimes
+            .get(client_id)
+            .copied()
+            .unwrap_or(crate::tokens::TOKEN_LIFETIME_SECS)
+    }
+
+    /// Takes one use of the first fault matching this request (of `client_id`'s token),
+    /// dropping it when used up.
+    pub fn take_fault(&self, secret: Option<&str>, client_id: &str) -> Option<Fault> {
         let mut inner = self.lock();
-        let index = inner.faults.iter().position(|f| f.matches(secret))?;
+        let index = inner
+            .faults
+            .iter()
+            .position(|f| f.matches(secret, client_id))?;
         let fault = inner.faults[index].clone();
         match inner.faults[index].count {
             Some(n) if n <= 1 => {
@@ -239,8 +309,10 @@ mod tests {
             kind: FaultKind::Throttle,
             status: None,
             retry_after_seconds: None,
+            without_retry_after: false,
             delay_ms: None,
             count,
+            client_id: None,
         }
     }
 
@@ -248,10 +320,10 @@ mod tests {
     fn counted_fault_is_used_up() {
         let r = Registry::default();
         r.add_fault(fault("Db", Some(2)));
-        assert!(r.take_fault(Some("other")).is_none());
-        assert!(r.take_fault(Some("db")).is_some());
-        assert!(r.take_fault(Some("DB")).is_some());
-        assert!(r.take_fault(Some("db")).is_none());
+        assert!(r.take_fault(Some("other"), "c").is_none());
+        assert!(r.take_fault(Some("db"), "c").is_some());
+        assert!(r.take_fault(Some("DB"), "c").is_some());
+        assert!(r.take_fault(Some("db"), "c").is_none());
     }
 
     #[test]
@@ -259,10 +331,29 @@ mod tests {
         let r = Registry::default();
         r.add_fault(fault("*", None));
         for _ in 0..5 {
-            assert!(r.take_fault(None).is_some());
+            assert!(r.take_fault(None, "c").is_some());
         }
-        r.clear_faults(None);
-        assert!(r.take_fault(Some("x")).is_none());
+        r.clear_faults(None, None);
+        assert!(r.take_fault(Some("x"), "c").is_none());
+    }
+
+    #[test]
+    fn a_fault_scoped_to_a_client_id_spares_other_callers() {
+        let r = Registry::default();
+        r.add_fault(Fault {
+            client_id: Some("mine".into()),
+            ..fault("*", None)
+        });
+        r.add_fault(fault("db", None));
+        assert!(r.take_fault(Some("x"), "theirs").is_none());
+        assert!(r.take_fault(Some("x"), "mine").is_some());
+        assert!(r.take_fault(Some("db"), "theirs").is_some());
+        r.clear_faults(None, Some("mine"));
+        assert!(r.take_fault(Some("x"), "mine").is_none());
+        assert!(
+            r.take_fault(Some("db"), "theirs").is_some(),
+            "unscoped kept"
+        );
     }
 
     #[test]

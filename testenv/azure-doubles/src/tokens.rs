@@ -76,6 +76,7 @@ impl TokenIssuer {
         tenant: &str,
         resource: &str,
         src: &str,
+        lifetime_secs: u64,
     ) -> anyhow::Result<(String, u64)> {
         let now = now_secs();
         let claims = AccessClaims {
@@ -86,7 +87,7 @@ impl TokenIssuer {
             tid: tenant.to_owned(),
             iat: now,
             nbf: now,
-            exp: now + TOKEN_LIFETIME_SECS,
+            exp: now + lifetime_secs,
             src: src.to_owned(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
@@ -120,7 +121,7 @@ mod tests {
     fn issued_token_verifies_only_for_its_audience_and_issuer() {
         let issuer = TokenIssuer::new("https://login.test/t/v2.0".into());
         let (token, exp) = issuer
-            .issue("client-1", "t", "https://vault.azure.net", "workload")
+            .issue("client-1", "t", "https://vault.azure.net", "workload", 60)
             .unwrap();
         assert!(exp > now_secs());
         let claims = issuer.verify(&token, "https://vault.azure.net").unwrap();
