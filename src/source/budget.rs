@@ -1,6 +1,6 @@
-//! A per-vault request budget: a token bucket that also pauses every request to a vault
-//! while Key Vault's `Retry-After` runs, so one throttled answer slows the whole vault
-//! down instead of each VaultSecret finding out for itself.
+//! A per-vault request budget: a token bucket that spaces requests to one vault. A
+//! throttled vault is not waited for here (that would hold a reconcile worker for the
+//! whole pause): its reads fail at once while its [`super::gate`] is shut.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,7 +15,6 @@ pub struct VaultBudget {
 struct State {
     tokens: f64,
     updated: Instant,
-    paused_until: Option<Instant>,
 }
 
 impl VaultBudget {
@@ -28,7 +27,6 @@ impl VaultBudget {
             state: Mutex::new(State {
                 tokens: burst,
                 updated: Instant::now(),
-                paused_until: None,
             }),
         }
     }
@@ -36,12 +34,6 @@ impl VaultBudget {
     /// How long the caller must wait before it may send; takes the token if zero.
     fn reserve(&self, now: Instant) -> Duration {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = s.paused_until {
-            if until > now {
-                return until - now;
-            }
-            s.paused_until = None;
-        }
         let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
         s.tokens = (s.tokens + elapsed * self.per_second).min(self.burst);
         s.updated = now;
@@ -62,14 +54,6 @@ impl VaultBudget {
             tokio::time::sleep(wait).await;
         }
     }
-
-    pub fn pause_for(&self, duration: Duration) {
-        let until = Instant::now() + duration;
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.paused_until.is_none_or(|current| current < until) {
-            s.paused_until = Some(until);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -84,16 +68,5 @@ mod tests {
         assert_eq!(b.reserve(now), Duration::ZERO);
         assert_eq!(b.reserve(now), Duration::from_millis(500));
         assert_eq!(b.reserve(now + Duration::from_millis(500)), Duration::ZERO);
-    }
-
-    #[test]
-    fn retry_after_pauses_the_vault() {
-        let b = VaultBudget::new(100.0);
-        b.pause_for(Duration::from_secs(3));
-        let wait = b.reserve(Instant::now());
-        assert!(
-            wait > Duration::from_secs(2) && wait <= Duration::from_secs(3),
-            "{wait:?}"
-        );
     }
 }

@@ -83,6 +83,25 @@ impl SourceError {
         }
     }
 
+    /// A vault's throttling told to a read of another of its secrets (Key Vault throttles
+    /// whole vaults); any other failure as it is.
+    pub fn for_secret(self, secret: &str) -> SourceError {
+        match self {
+            SourceError::Throttled {
+                vault,
+                retry_after,
+                request_id,
+                ..
+            } => SourceError::Throttled {
+                vault,
+                name: secret.to_owned(),
+                retry_after,
+                request_id,
+            },
+            other => other,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             SourceError::Throttled { retry_after, .. } => *retry_after,

@@ -1,14 +1,17 @@
 //! Key Vault access behind the [`SecretSource`] trait: one client per (vault, identity),
 //! identical reads shared while in flight and for a short window after (one read per
-//! distinct secret per wave, see [`single_flight`]), a per-vault request budget, errors classified into
-//! the contract's reasons. The controller never sees HTTP.
+//! distinct secret per wave, see [`single_flight`]), a per-vault request budget, shared
+//! back-offs for a throttled vault and for failing secrets ([`gate`]), errors classified
+//! into the contract's reasons. The controller never sees HTTP.
 
 mod bounded;
 mod budget;
 mod error;
+pub mod gate;
 pub mod identity;
 pub mod observed;
 pub mod single_flight;
+pub mod token_cache;
 mod value;
 pub mod vault_url;
 
@@ -24,6 +27,7 @@ use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use bounded::Bounded;
 use budget::VaultBudget;
+use gate::Gate;
 use observed::ObservedClient;
 use single_flight::SharedReads;
 use std::collections::HashMap;
@@ -131,6 +135,11 @@ pub struct KeyVaultSource {
     credentials: Mutex<Bounded<CredentialKey, Arc<dyn TokenCredential>>>,
     clients: Mutex<Bounded<(String, CredentialKey), Arc<SecretClient>>>,
     budgets: Mutex<HashMap<String, Arc<VaultBudget>>>,
+    /// Per vault: shut by 429s (Key Vault throttles a whole vault, not a secret).
+    vault_gates: Mutex<HashMap<String, Arc<Gate<SourceError>>>>,
+    /// Per read ([`SecretRequest::read_key`]): shut by 5xx, timeouts, resets, answers
+    /// without a value. Only failing reads have an entry; a success removes it.
+    read_gates: Mutex<HashMap<SecretRequest, Arc<Gate<SourceError>>>>,
     shared_reads: SharedReads<SecretRequest, Arc<FetchedSecret>, SourceError>,
 }
 
@@ -169,6 +178,10 @@ impl KeyVaultSource {
             )),
             ..client_options.clone()
         })
+        .map(|(credential, described)| {
+            let cached: Arc<dyn TokenCredential> = token_cache::CachingCredential::new(credential);
+            (cached, described)
+        })
         .map_err(|e| e.to_string());
         match &operator {
             Ok((_, described)) => {
@@ -193,6 +206,8 @@ impl KeyVaultSource {
             credentials: Mutex::new(Bounded::new(capacity)),
             clients: Mutex::new(Bounded::new(capacity)),
             budgets: Mutex::default(),
+            vault_gates: Mutex::default(),
+            read_gates: Mutex::default(),
             shared_reads,
         }))
     }
@@ -316,6 +331,8 @@ impl KeyVaultSource {
                 .map_err(|e| fail(e.to_string()))?
             }
         };
+        // Tokens are kept for their own lifetime, however short (see [`token_cache`]).
+        let credential: Arc<dyn TokenCredential> = token_cache::CachingCredential::new(credential);
         Ok(lock(&self.credentials).insert(key.clone(), credential))
     }
 
@@ -400,21 +417,57 @@ impl KeyVaultSource {
         let key = self.resolve(&request.identity).await?;
         let client = self.client(&request.vault_url, &key)?;
         let budget = self.budget(&request.vault_url);
+        // While the vault or this read is backing off, nothing is sent: the failure that
+        // shut the gate is the answer (see [`gate`]).
+        let vault_gate = gate_for(&self.vault_gates, request.vault_url.clone());
+        let read_gate = gate_for(&self.read_gates, request.read_key());
+        let now = tokio::time::Instant::now();
+        let vault_ticket = vault_gate
+            .admit(now)
+            .map_err(|throttled| throttled.for_secret(&request.name))?;
+        let read_ticket = read_gate.admit(now)?;
         budget.acquire().await;
         let options = SecretClientGetSecretOptions {
             secret_version: request.version.clone(),
             ..Default::default()
         };
         let result = client.get_secret(&request.name, Some(options)).await;
-        let response = match result {
-            Ok(response) => response,
-            Err(err) => {
-                let failure = to_source_error(&request, &self.describe(&key), &err);
-                if let Some(retry_after) = failure.retry_after() {
-                    budget.pause_for(retry_after);
-                }
-                return Err(failure);
+        let failure = result
+            .as_ref()
+            .err()
+            .map(|err| to_source_error(&request, &self.describe(&key), err));
+        let now = tokio::time::Instant::now();
+        match &failure {
+            Some(throttled @ SourceError::Throttled { retry_after, .. }) => {
+                let pause = vault_gate.failed(vault_ticket, throttled.clone(), *retry_after, now);
+                keep_gate(&self.vault_gates, request.vault_url.clone(), &vault_gate);
+                // The secret backs off too: reads of the vault's other secrets may open the
+                // vault's gate again while this one is still refused (seen as 19 requests
+                // in 8 s to one throttled secret, with its vault's gate flapping).
+                read_gate.failed(read_ticket, throttled.clone(), *retry_after, now);
+                keep_gate(&self.read_gates, request.read_key(), &read_gate);
+                tracing::info!(vault = %request.vault_url, pause_seconds = pause.as_secs(), "Key Vault throttled: the vault's reads wait");
             }
+            Some(unavailable @ (SourceError::Unreachable { .. } | SourceError::NoValue { .. })) => {
+                let pause = read_gate.failed(read_ticket, unavailable.clone(), None, now);
+                keep_gate(&self.read_gates, request.read_key(), &read_gate);
+                tracing::info!(vault = %request.vault_url, secret = %request.name, pause_seconds = pause.as_secs(), "Key Vault read failed: its reads wait");
+            }
+            // Made before Key Vault was asked: says nothing of the vault.
+            Some(SourceError::Identity { .. } | SourceError::VaultNotAllowed { .. }) => {}
+            // Key Vault answered (a value, or a refusal that is no outage).
+            _ => {
+                vault_gate.succeeded(vault_ticket);
+                read_gate.succeeded(read_ticket);
+            }
+        }
+        forget_gate(&self.vault_gates, &request.vault_url, &vault_gate);
+        forget_gate(&self.read_gates, &request.read_key(), &read_gate);
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        let Ok(response) = result else {
+            unreachable!("a failed result has a failure")
         };
         let response_request_id = response.headers().get_optional_string(
             &azure_core::http::headers::HeaderName::from_static("x-ms-request-id"),
@@ -450,6 +503,44 @@ impl KeyVaultSource {
             not_before: attributes.not_before,
             expires: attributes.expires,
         }))
+    }
+}
+
+/// The gate of `key`, made (open) if there is none.
+fn gate_for<K: std::hash::Hash + Eq>(
+    gates: &Mutex<HashMap<K, Arc<Gate<SourceError>>>>,
+    key: K,
+) -> Arc<Gate<SourceError>> {
+    lock(gates).entry(key).or_default().clone()
+}
+
+/// Puts a gate just shut back in place if an open one was dropped meanwhile (a
+/// concurrent success), so that its pause is honoured.
+fn keep_gate<K: std::hash::Hash + Eq>(
+    gates: &Mutex<HashMap<K, Arc<Gate<SourceError>>>>,
+    key: K,
+    gate: &Arc<Gate<SourceError>>,
+) {
+    let mut gates = lock(gates);
+    let current = gates.entry(key).or_insert_with(|| gate.clone());
+    if current.is_open() {
+        *current = gate.clone();
+    }
+}
+
+/// Drops `key`'s gate once it is open, unless another has replaced it meanwhile:
+/// only failing vaults and reads keep an entry (`gate_for` makes an open one per read).
+fn forget_gate<K: std::hash::Hash + Eq>(
+    gates: &Mutex<HashMap<K, Arc<Gate<SourceError>>>>,
+    key: &K,
+    gate: &Arc<Gate<SourceError>>,
+) {
+    let mut gates = lock(gates);
+    if gates
+        .get(key)
+        .is_some_and(|g| Arc::ptr_eq(g, gate) && g.is_open())
+    {
+        gates.remove(key);
     }
 }
 
