@@ -55,7 +55,11 @@ struct VaultSecretVersion {
     generation: Option<i64>,
     observed_generation: Option<i64>,
     ready: Option<(String, String)>,
+    /// `Refreshed` as (status, reason).
+    refreshed: Option<(String, String)>,
     synced_versions: BTreeMap<String, String>,
+    /// When the watcher saw this version.
+    seen: Instant,
 }
 
 /// A broken invariant, naming objects, keys and versions, never values.
@@ -182,6 +186,10 @@ fn vault_secret_version(vsec: &VaultSecret) -> VaultSecretVersion {
         synced_versions: status
             .map(|s| s.synced_versions.clone())
             .unwrap_or_default(),
+        refreshed: status
+            .and_then(|s| s.refreshed_condition())
+            .map(|c| (c.status.clone(), c.reason.clone())),
+        seen: Instant::now(),
     }
 }
 
@@ -354,6 +362,22 @@ impl Invariants {
             }
         }
         out
+    }
+
+    /// How many VaultSecret versions seen at or after `since` had `Ready` or `Refreshed`
+    /// with `reason`.
+    pub fn statuses_with_reason_since(&self, reason: &str, since: Instant) -> usize {
+        let r = self.record.lock().unwrap();
+        r.vault_secrets
+            .values()
+            .flatten()
+            .filter(|v| v.seen >= since)
+            .filter(|v| {
+                [&v.ready, &v.refreshed]
+                    .iter()
+                    .any(|c| c.as_ref().is_some_and(|(_, r)| r == reason))
+            })
+            .count()
     }
 
     /// Time since the watcher started.

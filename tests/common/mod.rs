@@ -268,6 +268,48 @@ impl Doubles {
         .await;
     }
 
+    pub async fn delete(&self, path: &str) {
+        let response = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("admin API reachable");
+        assert!(
+            response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND,
+            "DELETE {path}: {}",
+            response.status()
+        );
+    }
+
+    /// Injects a vault fault (the admin API's `PUT /faults` body).
+    pub async fn fault(&self, fault: serde_json::Value) {
+        self.put("/faults", fault).await;
+    }
+
+    /// Removes the vault faults scoped to `client_id` (`DELETE /faults?clientId=`).
+    pub async fn clear_client_faults(&self, client_id: &str) {
+        self.delete(&format!("/faults?clientId={client_id}")).await;
+    }
+
+    /// Makes the Entra token endpoint fail every request of `client_id`.
+    pub async fn token_fault(&self, client_id: &str, fault: serde_json::Value) {
+        self.put(&format!("/token-faults/{client_id}"), fault).await;
+    }
+
+    pub async fn clear_token_fault(&self, client_id: &str) {
+        self.delete(&format!("/token-faults/{client_id}")).await;
+    }
+
+    /// Sets how long tokens issued to `client_id` live.
+    pub async fn token_lifetime(&self, client_id: &str, seconds: u64) {
+        self.put(
+            &format!("/token-lifetimes/{client_id}"),
+            serde_json::json!({ "seconds": seconds }),
+        )
+        .await;
+    }
+
     pub async fn stats(&self) -> serde_json::Value {
         self.http
             .get(format!("{}/stats", self.base))
