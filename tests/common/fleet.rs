@@ -44,6 +44,7 @@ pub struct Fleet {
     /// or synced; each value seeded is registered with it.
     pub invariants: Invariants,
     rotations: usize,
+    refresh_interval: String,
 }
 
 impl Fleet {
@@ -69,22 +70,36 @@ impl Fleet {
             current: BTreeMap::new(),
             invariants,
             rotations: 0,
+            refresh_interval: refresh_interval.to_owned(),
         };
         fleet.rotate().await;
+        fleet.create_objects(0..n).await;
+        fleet
+    }
+
+    /// Creates `more` VaultSecrets after the fleet's last one, over the same Key Vault
+    /// secrets (new objects for a first sync while the others are synced).
+    pub async fn grow(&mut self, more: usize) {
+        let from = self.n;
+        self.n += more;
+        self.create_objects(from..self.n).await;
+    }
+
+    async fn create_objects(&self, range: std::ops::Range<usize>) {
         let vault_url = env("VAULTSYNC_TEST_VAULT_URL");
-        let objects: Vec<_> = (0..n)
+        let objects: Vec<_> = range
             .map(|i| {
                 vault_secret(
-                    &fleet.name(i),
+                    &self.name(i),
                     json!({
                         "vaultUrl": vault_url,
-                        "refreshInterval": refresh_interval,
-                        "data": [{"key": KEY, "remoteRef": {"name": fleet.kv_of(i)}}],
+                        "refreshInterval": self.refresh_interval,
+                        "data": [{"key": KEY, "remoteRef": {"name": self.kv_of(i)}}],
                     }),
                 )
             })
             .collect();
-        let api = &fleet.vsecs;
+        let api = &self.vsecs;
         futures::stream::iter(objects)
             .for_each_concurrent(16, |vsec| async move {
                 api.create(&PostParams::default(), &vsec)
@@ -92,7 +107,6 @@ impl Fleet {
                     .expect("create a fleet VaultSecret");
             })
             .await;
-        fleet
     }
 
     pub fn name(&self, i: usize) -> String {
@@ -222,6 +236,11 @@ impl Fleet {
     pub async fn events(&self, client: &Client) -> BTreeMap<(String, String), (usize, i64)> {
         events_with_prefix(client, &self.namespace, &format!("{}-", self.prefix)).await
     }
+
+    /// Warning occurrences per fleet object (see [`warnings_per_object`]).
+    pub async fn warnings_per_object(&self, client: &Client) -> BTreeMap<String, i64> {
+        warnings_per_object(client, &self.namespace, &format!("{}-", self.prefix)).await
+    }
 }
 
 /// Authorized Key Vault GETs of `names`, in any spelling, as the gateway counts them.
@@ -259,6 +278,32 @@ pub async fn events_with_prefix(
         let entry = out.entry(key).or_default();
         entry.0 += 1;
         entry.1 += i64::from(e.series.as_ref().map_or(1, |s| s.count));
+    }
+    out
+}
+
+/// Warning occurrences per object of `namespace` whose name starts with `prefix` (an Event
+/// series counts each repeat), for "one Warning per object per failure, not per retry".
+pub async fn warnings_per_object(
+    client: &Client,
+    namespace: &str,
+    prefix: &str,
+) -> BTreeMap<String, i64> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for e in events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+    {
+        if e.type_.as_deref() != Some("Warning") {
+            continue;
+        }
+        let about = e.regarding.as_ref().and_then(|r| r.name.clone());
+        if let Some(name) = about.filter(|n| n.starts_with(prefix)) {
+            *out.entry(name).or_default() += i64::from(e.series.as_ref().map_or(1, |s| s.count));
+        }
     }
     out
 }
