@@ -121,7 +121,7 @@ struct RunArgs {
     request_timeout_seconds: u64,
     /// Seconds a completed Key Vault read stays shared with identical reads after its
     /// last use, and beyond that while VaultSecrets due for it (first syncs, due refreshes)
-    /// have not taken it, never more than 60 s after it started; 0 shares only reads in
+    /// have not taken it, never more than 300 s after it started; 0 shares only reads in
     /// flight.
     /// Below the smallest refreshInterval (10 s), so an object refreshing alone reads again.
     #[arg(long, env = "VAULTSYNC_SHARED_READ_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..10))]

@@ -47,10 +47,13 @@ use tokio::time::Instant;
 /// `refreshInterval` (10 s), so an object refreshing alone always reads Key Vault again.
 pub const SHARE_IDLE: Duration = Duration::from_secs(5);
 /// The oldest a shared successful read can be when it is handed out, counted from the
-/// moment the read started. Long enough for a cold start or refresh wave of thousands of
-/// objects to be served by one read per secret; short next to any refresh interval worth
-/// having (a rotation reaches a Secret at most this much later than a private read would).
-pub const SHARE_MAX_AGE: Duration = Duration::from_secs(60);
+/// moment the read started. Long enough for a cold start of thousands of objects to be
+/// served by one read per secret (5,000 objects take minutes to write, more than the
+/// 60 s this was first); a first sync gets a value at most this old, and Key Vault's next
+/// version reaches it at its next refresh. Refreshes are bounded tighter by their own
+/// rule (never a read older than their last one or half their interval), so this only
+/// bounds first syncs and how long an awaited value stays in memory.
+pub const SHARE_MAX_AGE: Duration = Duration::from_secs(300);
 
 type Run<T, E> = Shared<BoxFuture<'static, Result<T, E>>>;
 
