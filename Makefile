@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-.PHONY: test lint demo bench image testenv-up testenv-down build clean-cache
+.PHONY: test lint demo bench image fuzz testenv-up testenv-down build clean-cache
 
 ## test: build everything needed, start the local environment, run all tests, stop it
 test:
@@ -25,6 +25,10 @@ bench:
 ## imported into the local node's containerd when the environment is up
 image:
 	hack/image.sh
+
+## fuzz: run each fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS (default 300)
+fuzz:
+	hack/fuzz.sh
 
 ## testenv-up: start the local environment and write .testenv/env.sh
 testenv-up:

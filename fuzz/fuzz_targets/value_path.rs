@@ -1,0 +1,62 @@
+//! The value path, from Key Vault's bytes to the Secret's: validity, `property`,
+//! `decoding`, the size check and the data-hash mark, on arbitrary bytes and an arbitrary
+//! property. The first byte picks the decoding and whether a property is used; up to the
+//! first NUL after it is the property; the rest is the value as Key Vault holds it.
+//!
+//! It must never panic, and: without property and decoding the bytes come out exactly as
+//! they went in; a failure's message and Debug form never hold the value.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::collections::BTreeMap;
+use vaultsync::api::Decoding;
+use vaultsync::controller::data_hash::{DataHashKey, HashMatch, check_recorded};
+use vaultsync::controller::decide::{check_size, entry_value};
+use vaultsync::source::{FetchedSecret, SecretBytes};
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let decoding = if mode & 1 == 1 { Decoding::Base64 } else { Decoding::None };
+    let (property, value) = if mode & 2 == 2 {
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let property = String::from_utf8_lossy(&rest[..end]).into_owned();
+        (Some(property), rest.get(end + 1..).unwrap_or_default())
+    } else {
+        (None, rest)
+    };
+    let fetched = FetchedSecret {
+        value: SecretBytes::new(value.to_vec()),
+        version: "0".repeat(32),
+        content_type: None,
+        enabled: Some(true),
+        not_before: None,
+        expires: None,
+    };
+    let now = time::OffsetDateTime::UNIX_EPOCH;
+    match entry_value("key", "name", property.as_deref(), decoding, &fetched, now) {
+        Ok(bytes) => {
+            if property.as_deref().is_none_or(str::is_empty) && decoding == Decoding::None {
+                assert_eq!(bytes.expose(), value, "the whole value, byte for byte");
+            }
+            let mut data = BTreeMap::new();
+            data.insert("key".to_owned(), bytes);
+            let _ = check_size(&data);
+            let key = DataHashKey::from_bytes(&[7; 32]).expect("a 32-byte key");
+            let pairs: Vec<(&str, &[u8])> =
+                data.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+            let mark = key.data_hash(pairs.iter().copied());
+            assert_eq!(check_recorded(Some(&mark), &key, &pairs), HashMatch::Keyed);
+        }
+        Err(error) => {
+            // Eight bytes or more: shorter values can match innocently (a word, an offset).
+            if value.len() >= 8 {
+                if let Ok(text) = std::str::from_utf8(value) {
+                    assert!(!error.to_string().contains(text), "the message holds the value");
+                    assert!(!format!("{error:?}").contains(text), "Debug holds the value");
+                }
+            }
+        }
+    }
+});
