@@ -2,8 +2,8 @@
 # `make test`: start the local environment (unless one is already up), run every test,
 # and stop the environment again if this run started it. Nothing is skipped: the Rust
 # tests (unit, integration, the recording replay, the Rust SDK scenario), then the same
-# Key Vault scenario through the official Python and Go SDKs, then the leak scan over the
-# whole run.
+# Key Vault scenario through the official Python and Go SDKs, a short fuzz of the value
+# path, then the leak scan over the whole run.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 cd "$repo_root"
@@ -35,6 +35,8 @@ else
   cargo test --test keyvault_replay || failed=1
 fi
 "$repo_root/hack/keyvault-clients.sh" || failed=1
+# A short fuzz of the value path (`make fuzz` runs it longer).
+FUZZ_SECONDS=${VAULTSYNC_TEST_FUZZ_SECONDS:-30} "$repo_root/hack/fuzz.sh" || failed=1
 # Last: every value and token of the run against everything the operator showed.
 VAULTSYNC_LEAK_SCAN_FINAL=1 cargo test --test leak_scan || failed=1
 ((failed == 0)) || die "some tests failed (see above)"
