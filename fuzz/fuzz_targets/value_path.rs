@@ -4,6 +4,9 @@
 //! canary is planted in the value; up to the first NUL after it is the property; the rest
 //! is the value as Key Vault holds it.
 //!
+//! Without property and decoding, the same bytes are read as a certificate entry too (PFX
+//! or PEM, the part and content type from the mode byte's upper bits).
+//!
 //! It must never panic, and: without property and decoding the bytes come out exactly as
 //! they went in; a failure's message and Debug form never hold the canary planted in the
 //! value. A canary rather than the value itself: a value may innocently be a phrase of the
@@ -12,9 +15,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
-use vaultsync::api::Decoding;
+use vaultsync::api::{CertificatePart, Decoding};
 use vaultsync::controller::data_hash::{DataHashKey, HashMatch, check_recorded};
-use vaultsync::controller::decide::{check_size, entry_value};
+use vaultsync::controller::decide::{certificate_value, check_size, entry_value};
 use vaultsync::source::{FetchedSecret, SecretBytes};
 
 /// Text no message of the operator holds: found in one, it came from the value.
@@ -55,6 +58,7 @@ fuzz_target!(|input: &[u8]| {
         Ok(bytes) => {
             if property.as_deref().is_none_or(str::is_empty) && decoding == Decoding::None {
                 assert_eq!(bytes.expose(), value, "the whole value, byte for byte");
+                certificate(mode, &bytes, planted);
             }
             let mut data = BTreeMap::new();
             data.insert("key".to_owned(), bytes);
@@ -65,11 +69,33 @@ fuzz_target!(|input: &[u8]| {
             let mark = key.data_hash(pairs.iter().copied());
             assert_eq!(check_recorded(Some(&mark), &key, &pairs), HashMatch::Keyed);
         }
-        Err(error) => {
-            if planted {
-                assert!(!error.to_string().contains(CANARY), "the message holds the value");
-                assert!(!format!("{error:?}").contains(CANARY), "Debug holds the value");
-            }
-        }
+        Err(error) => no_canary(&error, planted),
     }
 });
+
+/// A certificate entry on the whole value: the part and the content type from the mode
+/// byte's upper bits. PFX and PEM parsing of bytes from Key Vault must never panic.
+fn certificate(mode: u8, value: &SecretBytes, planted: bool) {
+    let part = match (mode >> 3) & 3 {
+        0 => CertificatePart::Chain,
+        1 => CertificatePart::Leaf,
+        2 => CertificatePart::PrivateKey,
+        _ => CertificatePart::Issuers,
+    };
+    let content_type = match (mode >> 5) & 3 {
+        0 => None,
+        1 => Some("application/x-pkcs12"),
+        2 => Some("application/x-pem-file"),
+        _ => Some("text/plain"),
+    };
+    if let Err(error) = certificate_value("key", "name", part, value, content_type) {
+        no_canary(&error, planted);
+    }
+}
+
+fn no_canary(error: &(impl std::fmt::Display + std::fmt::Debug), planted: bool) {
+    if planted {
+        assert!(!error.to_string().contains(CANARY), "the message holds the value");
+        assert!(!format!("{error:?}").contains(CANARY), "Debug holds the value");
+    }
+}
