@@ -159,57 +159,71 @@ where
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let (id, run) = {
-            let mut table = lock(&self.table);
-            let now = Instant::now();
-            // With a demand, a successful result still in the table is open: its timer
-            // keeps it only while objects wait for it, and removes it at once otherwise;
-            // a request at the very instant of a close need not race that timer.
-            let held = table.demand.is_some();
-            match table.entries.get_mut(key) {
-                Some(Entry::Running {
-                    id,
-                    started_at,
-                    run,
-                    taken,
-                    ..
-                }) if fresh_enough(*started_at, fresher_than) => {
-                    taken.extend(taker.map(str::to_owned));
-                    (*id, run.clone())
-                }
-                Some(Entry::Done {
-                    started_at,
-                    result,
-                    closes,
-                    last,
-                    taken,
-                    ..
-                }) if (now < *closes || (held && result.is_ok() && now < *last))
-                    && fresh_enough(*started_at, fresher_than) =>
-                {
-                    if result.is_ok() {
-                        *closes = (now + self.idle).min(*last);
+        let mut make = Some(make);
+        let (id, run) = loop {
+            let (earlier_id, earlier) = {
+                let mut table = lock(&self.table);
+                let now = Instant::now();
+                // With a demand, a successful result still in the table is open: its timer
+                // keeps it only while objects wait for it, and removes it at once otherwise;
+                // a request at the very instant of a close need not race that timer.
+                let held = table.demand.is_some();
+                match table.entries.get_mut(key) {
+                    Some(Entry::Running {
+                        id,
+                        started_at,
+                        run,
+                        taken,
+                        ..
+                    }) if fresh_enough(*started_at, fresher_than) => {
                         taken.extend(taker.map(str::to_owned));
+                        break (*id, run.clone());
                     }
-                    return result.clone();
+                    // Started before this request may take it: wait for it below.
+                    Some(Entry::Running { id, run, .. }) => (*id, run.clone()),
+                    Some(Entry::Done {
+                        started_at,
+                        result,
+                        closes,
+                        last,
+                        taken,
+                        ..
+                    }) if (now < *closes || (held && result.is_ok() && now < *last))
+                        && fresh_enough(*started_at, fresher_than) =>
+                    {
+                        if result.is_ok() {
+                            *closes = (now + self.idle).min(*last);
+                            taken.extend(taker.map(str::to_owned));
+                        }
+                        return result.clone();
+                    }
+                    _ => {
+                        let id = table.next_id;
+                        table.next_id += 1;
+                        let make = make.take().expect("a request starts at most one read");
+                        let run = make().boxed().shared();
+                        table.entries.insert(
+                            key.clone(),
+                            Entry::Running {
+                                id,
+                                started_at: SystemTime::now(),
+                                started: now,
+                                run: run.clone(),
+                                taken: taker.map(str::to_owned).into_iter().collect(),
+                            },
+                        );
+                        break (id, run);
+                    }
                 }
-                _ => {
-                    let id = table.next_id;
-                    table.next_id += 1;
-                    let run = make().boxed().shared();
-                    table.entries.insert(
-                        key.clone(),
-                        Entry::Running {
-                            id,
-                            started_at: SystemTime::now(),
-                            started: now,
-                            run: run.clone(),
-                            taken: taker.map(str::to_owned).into_iter().collect(),
-                        },
-                    );
-                    (id, run)
-                }
-            }
+            };
+            // A read of this key that started too early for this request is in flight: wait
+            // for it to end instead of reading beside it, then look again. Every request
+            // that waited shares the one read started next (it starts after all of them),
+            // so a burst of refreshes during a slow or failing read costs two reads, not
+            // one per request. Completing it here too keeps a finished run from being
+            // seen as running (the table must move on even before its starter resumes).
+            let result = earlier.await;
+            self.complete(key, earlier_id, &result);
         };
         let result = run.await;
         self.complete(key, id, &result);
@@ -395,6 +409,30 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(results.iter().all(|r| *r == Ok(1)));
         assert_eq!(read(&reads, &runs, "b", None, false).await, Ok(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_too_late_for_a_running_read_wait_and_share_the_next_one() {
+        let (reads, runs) = setup();
+        // A bound for each later request, after the reads running when it comes started
+        // (the wall clock is not paused: a real millisecond keeps them apart).
+        let bound = || {
+            std::thread::sleep(Duration::from_millis(2));
+            Some(SystemTime::now())
+        };
+        let first = read(&reads, &runs, "a", None, false);
+        let later = |after_ms| {
+            let (reads, runs) = (&reads, &runs);
+            async move {
+                tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                read(reads, runs, "a", bound(), false).await
+            }
+        };
+        // Two requests 10 ms and 20 ms into the first 50 ms read, each too late for it.
+        let (first, second, third) = tokio::join!(first, later(10), later(20));
+        assert_eq!(first, Ok(1));
+        assert_eq!((second, third), (Ok(2), Ok(2)), "both share the read after");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "not one read per request");
     }
 
     #[tokio::test(start_paused = true)]
