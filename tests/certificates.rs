@@ -9,96 +9,19 @@ mod common;
 
 use base64::Engine;
 use common::keyvault::KeyVault;
+use common::openssl::{openssl, write_chain};
 use common::operator::*;
 use common::*;
 use kube::api::PostParams;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("openssl prints text")
-}
 
 /// A directory holding `root`, `int` and `leaf` keys (`alg`: `RSA` or `EC`) and
 /// certificates; the leaf is valid for `leaf_days`.
 fn make_chain(alg: &str, leaf_days: u32) -> PathBuf {
     let dir = std::env::temp_dir().join(unique("vaultsync-certs"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").unwrap();
-    let opt = if alg == "RSA" {
-        "rsa_keygen_bits:2048"
-    } else {
-        "ec_paramgen_curve:P-384"
-    };
-    for name in ["root", "int", "leaf"] {
-        let key = format!("{name}.key");
-        openssl(
-            &dir,
-            &["genpkey", "-algorithm", alg, "-pkeyopt", opt, "-out", &key],
-        );
-    }
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "root.key",
-            "-subj",
-            "/CN=Test Root",
-            "-days",
-            "30",
-            "-out",
-            "root.crt",
-        ],
-    );
-    let days = leaf_days.to_string();
-    for (name, cn, ca, days) in [
-        ("int", "/CN=Test Intermediate", "root", "30"),
-        ("leaf", "/CN=leaf.example", "int", days.as_str()),
-    ] {
-        let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-        );
-        openssl(
-            &dir,
-            &["req", "-new", "-key", &key, "-subj", cn, "-out", &csr],
-        );
-        let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            days,
-            "-out",
-            &crt,
-        ];
-        if name == "int" {
-            args.extend(["-extfile", "ca.ext"]);
-        }
-        openssl(&dir, &args);
-    }
+    write_chain(&dir, alg, "P-384", leaf_days);
     // The leaf's key as it is written to tls.key (PKCS#8 PEM): the leak scan looks for it
     // too, not only for the PFX or PEM values seeded.
     common::leak::register_value(&read(&dir, "leaf.key"));

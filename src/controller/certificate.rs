@@ -365,96 +365,27 @@ fn public_key_of(key: &SecretBytes) -> Result<Vec<u8>, CertificateError> {
         .ok_or(CertificateError::UnsupportedKey)
 }
 
+/// The test certificates' maker, shared with tests/certificates.rs.
+#[cfg(test)]
+#[path = "../../tests/common/openssl.rs"]
+mod openssl_cli;
+
 #[cfg(test)]
 mod tests {
     //! Certificates made by the `openssl` CLI in a temporary directory: a chain root →
     //! intermediate → leaf with RSA or EC keys, read from PEM and PFX.
 
+    use super::openssl_cli::{openssl, write_chain};
     use super::*;
     use std::path::{Path, PathBuf};
     use std::process::Command;
-
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 
     /// A fresh directory holding `root`, `int` and `leaf` keys and certificates of `alg`
     /// (`RSA` or `EC`).
     fn chain(alg: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vaultsync-cert-{}", uuid_like()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").unwrap();
-        for name in ["root", "int", "leaf"] {
-            let opt = if alg == "RSA" {
-                "rsa_keygen_bits:2048"
-            } else {
-                "ec_paramgen_curve:P-256"
-            };
-            let key = format!("{name}.key");
-            openssl(
-                &dir,
-                &["genpkey", "-algorithm", alg, "-pkeyopt", opt, "-out", &key],
-            );
-        }
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                "root.key",
-                "-subj",
-                "/CN=Test Root",
-                "-days",
-                "30",
-                "-out",
-                "root.crt",
-            ],
-        );
-        for (name, cn, ca, ext) in [
-            ("int", "/CN=Test Intermediate", "root", true),
-            ("leaf", "/CN=leaf.example", "int", false),
-        ] {
-            let (key, csr, crt) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.crt"),
-            );
-            openssl(
-                &dir,
-                &["req", "-new", "-key", &key, "-subj", cn, "-out", &csr],
-            );
-            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
-            let mut args = vec![
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca_crt,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-days",
-                "10",
-                "-out",
-                &crt,
-            ];
-            if ext {
-                args.extend(["-extfile", "ca.ext"]);
-            }
-            openssl(&dir, &args);
-        }
+        write_chain(&dir, alg, "P-256", 10);
         dir
     }
 

@@ -7,6 +7,7 @@ pub mod helm;
 pub mod invariants;
 pub mod keyvault;
 pub mod leak;
+pub mod openssl;
 pub mod operator;
 pub mod pods;
 
