@@ -9,7 +9,7 @@ mod common;
 
 use base64::Engine;
 use common::keyvault::KeyVault;
-use common::openssl::{openssl, write_chain};
+use common::openssl::{openssl, write_chain, write_pfx};
 use common::operator::*;
 use common::*;
 use kube::api::PostParams;
@@ -25,8 +25,8 @@ fn make_chain(alg: &str, leaf_days: u32) -> PathBuf {
     // The leaf's key as it is written to tls.key (PKCS#8 PEM): the leak scan looks for it
     // too, not only for the PFX or PEM values seeded.
     common::leak::register_value(&read(&dir, "leaf.key"));
-    let issuers = [read(&dir, "int.crt"), read(&dir, "root.crt")].concat();
-    std::fs::write(dir.join("issuers.pem"), issuers).unwrap();
+    // The issuers as one PEM file, `issuers.pem`, as the PFX holds them.
+    write_pfx(&dir, "leaf.pfx", "", &[]);
     dir
 }
 
@@ -36,23 +36,7 @@ fn read(dir: &Path, name: &str) -> String {
 
 /// The Base64 of a password-less PFX of the leaf, its key and its issuers.
 fn pfx(dir: &Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "pkcs12",
-        "-export",
-        "-inkey",
-        "leaf.key",
-        "-in",
-        "leaf.crt",
-        "-certfile",
-        "issuers.pem",
-        "-passout",
-        "pass:",
-        "-out",
-        "leaf.pfx",
-    ];
-    args.extend(extra);
-    openssl(dir, &args);
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("leaf.pfx")).unwrap())
+    base64::engine::general_purpose::STANDARD.encode(write_pfx(dir, "leaf.pfx", "", extra))
 }
 
 /// The leaf's notAfter, in Unix seconds, as openssl reads it.

@@ -375,7 +375,7 @@ mod tests {
     //! Certificates made by the `openssl` CLI in a temporary directory: a chain root →
     //! intermediate → leaf with RSA or EC keys, read from PEM and PFX.
 
-    use super::openssl_cli::{openssl, write_chain};
+    use super::openssl_cli::{openssl, write_chain, write_pfx};
     use super::*;
     use std::path::{Path, PathBuf};
     use std::process::Command;
@@ -412,28 +412,9 @@ mod tests {
     }
 
     fn pfx(dir: &Path, extra: &[&str]) -> Vec<u8> {
-        let mut chain = file(dir, "root.crt");
-        chain.extend(file(dir, "int.crt"));
-        std::fs::write(dir.join("issuers.pem"), chain).unwrap();
-        let mut args = vec![
-            "pkcs12",
-            "-export",
-            "-inkey",
-            "leaf.key",
-            "-in",
-            "leaf.crt",
-            "-certfile",
-            "issuers.pem",
-            "-passout",
-            "pass:",
-            "-out",
-            "out.pfx",
-        ];
-        args.extend(extra);
-        openssl(dir, &args);
         use base64::Engine;
         base64::engine::general_purpose::STANDARD
-            .encode(file(dir, "out.pfx"))
+            .encode(write_pfx(dir, "out.pfx", "", extra))
             .into_bytes()
     }
 
@@ -612,23 +593,13 @@ mod tests {
             );
         }
         // A PFX with a password is refused as such.
-        openssl(
-            &dir,
-            &[
-                "pkcs12",
-                "-export",
-                "-inkey",
-                "leaf.key",
-                "-in",
-                "leaf.crt",
-                "-passout",
-                "pass:hunter2",
-                "-out",
-                "locked.pfx",
-            ],
-        );
         use base64::Engine;
-        let locked = base64::engine::general_purpose::STANDARD.encode(file(&dir, "locked.pfx"));
+        let locked = base64::engine::general_purpose::STANDARD.encode(write_pfx(
+            &dir,
+            "locked.pfx",
+            "hunter2",
+            &[],
+        ));
         let e = read(locked.as_bytes(), CertificateFormat::Pfx).unwrap_err();
         assert!(e.to_string().contains("password"), "{e}");
         let debug = format!(

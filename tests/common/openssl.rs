@@ -90,3 +90,34 @@ pub fn write_chain(dir: &Path, alg: &str, ec_curve: &str, leaf_days: u32) {
         openssl(dir, &args);
     }
 }
+
+/// Exports the leaf of a chain written by [`write_chain`] in `dir` as a PKCS#12 file `out`
+/// in `dir`: the leaf, its key and its issuers (`issuers.pem`: the intermediate, then the
+/// root), protected by `password` (`""` for none), with openssl's `extra` options (such as
+/// `-nomac`). Returns the file's bytes (DER, not Base64).
+pub fn write_pfx(dir: &Path, out: &str, password: &str, extra: &[&str]) -> Vec<u8> {
+    let issuers = [
+        std::fs::read(dir.join("int.crt")).unwrap(),
+        std::fs::read(dir.join("root.crt")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("issuers.pem"), issuers).unwrap();
+    let passout = format!("pass:{password}");
+    let mut args = vec![
+        "pkcs12",
+        "-export",
+        "-inkey",
+        "leaf.key",
+        "-in",
+        "leaf.crt",
+        "-certfile",
+        "issuers.pem",
+        "-passout",
+        &passout,
+        "-out",
+        out,
+    ];
+    args.extend(extra);
+    openssl(dir, &args);
+    std::fs::read(dir.join(out)).unwrap()
+}
