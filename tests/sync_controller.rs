@@ -740,6 +740,51 @@ async fn the_refresh_annotation_reads_key_vault_once_per_new_value() {
     assert!(!events.iter().any(|(t, _, _)| t == "Warning"), "{events:?}");
 }
 
+/// The watch event of a Secret the operator just wrote starts no reconcile of its writer:
+/// it shows what was just written. Six first syncs: each write's own event used to bring
+/// one more reconcile that fetched the Secret and found nothing to do (`waiting`); now at
+/// most an event that overtakes its write's answer does. A seventh object synced after the
+/// six is the barrier: the six echoes arrived before it was even created.
+#[tokio::test]
+async fn the_watch_event_of_its_own_secret_write_reconciles_nothing() {
+    let s = setup().await;
+    let kv_name = unique("echo");
+    seed(&kv_name, "value").await;
+    let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
+    let operator = Operator::start(&s.ns.name, &client_id, &[]);
+    let names: Vec<String> = (0..6).map(|i| format!("app-{i}")).collect();
+    for name in &names {
+        create(&s, name, spec_for(&[("password", &kv_name)])).await;
+    }
+    for name in &names {
+        wait_reason(&s.vsecs, name, "Synced").await;
+    }
+    create(&s, "last", spec_for(&[("password", &kv_name)])).await;
+    wait_reason(&s.vsecs, "last", "Synced").await;
+    wait_metric(
+        &operator,
+        "vaultsync_reconciliations_total{result=\"synced\"}",
+        7,
+    )
+    .await;
+    let metrics = operator.metrics().await;
+    let waiting = metric(
+        &metrics,
+        "vaultsync_reconciliations_total{result=\"waiting\"}",
+    );
+    assert!(
+        waiting <= 2,
+        "{waiting} reconciles found nothing to do after 7 first syncs (one per own write before)"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "vaultsync_reconciliations_total{result=\"synced\"}"
+        ),
+        7
+    );
+}
+
 /// A ResourceQuota allowing no Secrets: the API server refuses the Secret (403), which
 /// is `KubernetesApiError` in status, retried with backoff; without the quota, the
 /// VaultSecret syncs by itself.

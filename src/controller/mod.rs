@@ -25,7 +25,7 @@ use crate::source::{
 use crate::telemetry::{Metrics, Readiness, ReasonLabels, WatchHealth};
 use data_hash::DataHashKey;
 use decide::{ReadCause, ReadPlan};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use grants::{NamespaceGrants, OperatorIdentity};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -72,6 +72,8 @@ pub struct Context {
     pub written: written::WrittenStatuses,
     /// Versions announced whose status write has not succeeded yet.
     announced: written::AnnouncedVersions,
+    /// Secrets just written, whose own watch event reconciles nothing.
+    own_writes: written::OwnSecretWrites,
     /// The key of the `vaultsync.io/data-hash` mark.
     pub hash_key: DataHashKey,
     /// Backoff of reconciles that end in an error, per object.
@@ -233,6 +235,7 @@ pub async fn run(
         repairs: Default::default(),
         first_syncs,
         announced: Default::default(),
+        own_writes: Default::default(),
     });
 
     let mut controllers = Vec::new();
@@ -255,20 +258,31 @@ pub async fn run(
         let (reader, writer) = reflector::store();
         let where_ = scope.as_deref().unwrap_or("all namespaces");
         let vsec_health = (watches.clone(), format!("VaultSecrets in {where_}"));
+        let seen = ctx.clone();
         let vsec_events = reflector(
             writer,
             watcher(vsecs, watcher::Config::default())
-                .inspect(move |item| vsec_health.0.observe(&vsec_health.1, item)),
+                .inspect(move |item| vsec_health.0.observe(&vsec_health.1, item))
+                // The cache keeps every VaultSecret for as long as it exists: what no
+                // decision reads is not kept (see `slim_for_cache`).
+                .modify(slim_for_cache),
         )
         .default_backoff()
         .applied_objects()
+        .inspect_ok(move |vsec| seen.written.seen(vsec))
         .predicate_filter(decide::reconcile_trigger, Default::default());
         // With backoff (kube's `watches` retries a failing watch at once, in a loop).
         let secret_health = (watches.clone(), format!("Secrets in {where_}"));
+        let own = ctx.clone();
         let secret_events = watcher(secrets, managed)
             .inspect(move |item| secret_health.0.observe(&secret_health.1, item))
             .default_backoff()
-            .touched_objects();
+            .touched_objects()
+            // The event of a Secret this operator just wrote shows what it wrote: its
+            // writer has nothing to decide again (see `written::OwnSecretWrites`).
+            .try_filter(move |secret| {
+                std::future::ready(!own.own_writes.is_echo(&secret.metadata))
+            });
         // A Namespace whose grants changed: its VaultSecrets are reconciled at once, so a
         // grant (or its removal) takes effect without waiting for the next retry.
         let vsecs_of = reader.clone();
@@ -312,6 +326,22 @@ pub async fn run(
     });
     futures::future::join_all(controllers).await;
     Ok(())
+}
+
+/// The `kubectl apply` annotation that holds a copy of the whole object as last applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a watched VaultSecret what the operator never reads before the cache keeps
+/// it: `metadata.managedFields` (each writer's field set, parsed into a JSON tree: the
+/// larger part of a cached object at thousands of objects) and the `kubectl apply` copy of
+/// the object. Status writes are server-side applies built from the status alone, so the
+/// API server's own record is untouched. The kube-rs optimization guide
+/// (kube.rs/controllers/optimization) recommends the same for every reflector.
+fn slim_for_cache(vsec: &mut VaultSecret) {
+    vsec.metadata.managed_fields = None;
+    if let Some(annotations) = vsec.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 fn vault_secrets_in(

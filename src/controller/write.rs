@@ -178,6 +178,7 @@ pub(super) async fn apply_secret(
             Err(e) => return refusal(e, &name),
         };
         ctx.metrics.secret_writes.inc();
+        ctx.own_writes.record(&created.metadata);
         if vsec.spec.target.creation_policy == CreationPolicy::Merge {
             // Best effort: a Secret changed meanwhile is claimed before the next write.
             claim_created_fields(secrets, &created, &manager).await?;
@@ -199,8 +200,9 @@ pub(super) async fn apply_secret(
     let mut params = PatchParams::apply(&manager);
     params.force = force;
     match secrets.patch(&name, &params, &Patch::Apply(&desired)).await {
-        Ok(_) => {
+        Ok(written) => {
             ctx.metrics.secret_writes.inc();
+            ctx.own_writes.record(&written.metadata);
             Ok(Written::Done)
         }
         Err(e) => refusal(e, &name),

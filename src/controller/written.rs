@@ -1,5 +1,6 @@
-//! The statuses this operator wrote, kept until the watch cache shows them, and the
-//! versions it announced, kept until a status write says them.
+//! The statuses this operator wrote, kept until the watch cache shows them, the versions
+//! it announced, kept until a status write says them, and the Secrets it wrote, kept until
+//! their watch event arrives.
 //!
 //! A reconcile that follows a status write closely (the Secret it just wrote triggers the
 //! next one) can see the VaultSecret from the watch cache as it was before that write:
@@ -9,6 +10,7 @@
 //! last wrote is the status on the server; it is used until the cache catches up.
 
 use crate::api::{VaultSecret, VaultSecretStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -49,6 +51,22 @@ impl WrittenStatuses {
                 cached
             }
             None => cached,
+        }
+    }
+
+    /// The watch shows `vsec`: a written status it shows is forgotten (the cache says it
+    /// from now on), so that statuses are not kept for objects that are not reconciled
+    /// again soon.
+    pub fn seen(&self, vsec: &VaultSecret) {
+        let (Some(uid), Some(status)) = (vsec.uid(), vsec.status.as_ref()) else {
+            return;
+        };
+        let mut by_uid = self.lock();
+        if by_uid
+            .get(&uid)
+            .is_some_and(|(written, _)| written == status)
+        {
+            by_uid.remove(&uid);
         }
     }
 
@@ -115,6 +133,70 @@ impl AnnouncedVersions {
     }
 }
 
+/// Secrets this operator just created or applied, by namespace and name, with the
+/// `resourceVersion` the API server answered, kept until the watch event of that version
+/// arrives.
+///
+/// Every Secret write comes back as a watch event of the managed Secrets, which would
+/// reconcile its writer again at once only to find the Secret as it was just written: a
+/// Secret GET per object and per write (a second reconcile for each of 5,000 objects on a
+/// cold start). The event of a version this operator wrote is its own echo and starts no
+/// reconcile; any later change has another `resourceVersion` (the API server bumps it on
+/// every write) and does. An event that overtakes the write's answer is not recognised
+/// and reconciles as before, which costs a GET and nothing else.
+#[derive(Debug, Default)]
+pub struct OwnSecretWrites {
+    by_secret: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+impl OwnSecretWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Instant)>> {
+        // A panic while holding the lock leaves a plain map behind, still consistent.
+        self.by_secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the Secret as the API server answered a write of it (its namespace, name and
+    /// `resourceVersion`); a Secret without them is not recorded.
+    pub fn record(&self, secret: &ObjectMeta) {
+        let (Some(namespace), Some(name), Some(version)) = (
+            secret.namespace.clone(),
+            secret.name.clone(),
+            secret.resource_version.clone(),
+        ) else {
+            return;
+        };
+        let mut by_secret = self.lock();
+        if by_secret.len() >= SWEEP_ABOVE {
+            // Echoes that never came (the watch restarted meanwhile): forgotten.
+            by_secret.retain(|_, (_, at)| at.elapsed() < KEEP);
+        }
+        by_secret.insert((namespace, name), (version, Instant::now()));
+    }
+
+    /// Whether the watched Secret is the version this operator wrote last (its own echo);
+    /// the record is then forgotten, so the same version seen again (a relist) reconciles.
+    pub fn is_echo(&self, secret: &ObjectMeta) -> bool {
+        let (Some(namespace), Some(name), Some(version)) = (
+            secret.namespace.as_ref(),
+            secret.name.as_ref(),
+            secret.resource_version.as_ref(),
+        ) else {
+            return false;
+        };
+        let mut by_secret = self.lock();
+        let key = (namespace.clone(), name.clone());
+        match by_secret.get(&key) {
+            Some((written, _)) if written == version => {
+                by_secret.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +231,12 @@ mod tests {
             "cache is stale"
         );
         assert_eq!(written.current(&vsec(Some(status("new")))), status("new"));
+        // The watch shows another status: still kept; the written one: forgotten.
+        written.record(&vsec(None), status("new"));
+        written.seen(&vsec(Some(status("other"))));
+        assert_eq!(written.lock().len(), 1);
+        written.seen(&vsec(Some(status("new"))));
+        assert!(written.lock().is_empty());
         // Caught up: forgotten, so the cached object is what counts from now on.
         assert_eq!(
             written.current(&vsec(Some(status("other")))),
@@ -173,5 +261,37 @@ mod tests {
         );
         announced.settled(&vsec(None));
         assert!(!announced.already(&vsec(None), &v1));
+    }
+
+    fn secret(name: &str, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some("team".into()),
+            name: Some(name.into()),
+            resource_version: Some(version.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_version_written_last_is_an_echo_and_only_once() {
+        let own = OwnSecretWrites::default();
+        assert!(!own.is_echo(&secret("app", "10")), "nothing written yet");
+        own.record(&secret("app", "10"));
+        assert!(!own.is_echo(&secret("other", "10")), "another Secret");
+        assert!(!own.is_echo(&secret("app", "9")), "an older version");
+        assert!(own.is_echo(&secret("app", "10")));
+        assert!(!own.is_echo(&secret("app", "10")), "seen again: a relist");
+        own.record(&secret("app", "11"));
+        own.record(&secret("app", "12"));
+        assert!(
+            !own.is_echo(&secret("app", "11")),
+            "overwritten by a later write"
+        );
+        assert!(own.is_echo(&secret("app", "12")));
+        own.record(&ObjectMeta::default());
+        assert!(
+            own.lock().is_empty(),
+            "a Secret with no version is not recorded"
+        );
     }
 }
