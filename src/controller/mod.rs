@@ -258,7 +258,6 @@ pub async fn run(
         let (reader, writer) = reflector::store();
         let where_ = scope.as_deref().unwrap_or("all namespaces");
         let vsec_health = (watches.clone(), format!("VaultSecrets in {where_}"));
-        let seen = ctx.clone();
         let vsec_events = reflector(
             writer,
             watcher(vsecs, watcher::Config::default())
@@ -269,7 +268,6 @@ pub async fn run(
         )
         .default_backoff()
         .applied_objects()
-        .inspect_ok(move |vsec| seen.written.seen(vsec))
         .predicate_filter(decide::reconcile_trigger, Default::default());
         // With backoff (kube's `watches` retries a failing watch at once, in a loop).
         let secret_health = (watches.clone(), format!("Secrets in {where_}"));
@@ -279,9 +277,12 @@ pub async fn run(
             .default_backoff()
             .touched_objects()
             // The event of a Secret this operator just wrote shows what it wrote: its
-            // writer has nothing to decide again (see `written::OwnSecretWrites`).
+            // writer has nothing to decide again (see `written::OwnSecretWrites`). A Secret
+            // with several writers is not filtered: one writer's write may change what
+            // another holds, and each of them must see it.
             .try_filter(move |secret| {
-                std::future::ready(!own.own_writes.is_echo(&secret.metadata))
+                let one_writer = target::writers_of(&secret.metadata).len() == 1;
+                std::future::ready(!(one_writer && own.own_writes.is_echo(&secret.metadata)))
             });
         // A Namespace whose grants changed: its VaultSecrets are reconciled at once, so a
         // grant (or its removal) takes effect without waiting for the next retry.

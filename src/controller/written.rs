@@ -54,22 +54,6 @@ impl WrittenStatuses {
         }
     }
 
-    /// The watch shows `vsec`: a written status it shows is forgotten (the cache says it
-    /// from now on), so that statuses are not kept for objects that are not reconciled
-    /// again soon.
-    pub fn seen(&self, vsec: &VaultSecret) {
-        let (Some(uid), Some(status)) = (vsec.uid(), vsec.status.as_ref()) else {
-            return;
-        };
-        let mut by_uid = self.lock();
-        if by_uid
-            .get(&uid)
-            .is_some_and(|(written, _)| written == status)
-        {
-            by_uid.remove(&uid);
-        }
-    }
-
     /// Records the status just written for `vsec`.
     pub fn record(&self, vsec: &VaultSecret, status: VaultSecretStatus) {
         let Some(uid) = vsec.uid() else { return };
@@ -144,6 +128,9 @@ impl AnnouncedVersions {
 /// reconcile; any later change has another `resourceVersion` (the API server bumps it on
 /// every write) and does. An event that overtakes the write's answer is not recognised
 /// and reconciles as before, which costs a GET and nothing else.
+///
+/// The caller filters only Secrets with one writer: on a Secret several VaultSecrets write
+/// (`Merge`), one writer's write may change what another holds.
 #[derive(Debug, Default)]
 pub struct OwnSecretWrites {
     by_secret: Mutex<HashMap<(String, String), (String, Instant)>>,
@@ -231,12 +218,6 @@ mod tests {
             "cache is stale"
         );
         assert_eq!(written.current(&vsec(Some(status("new")))), status("new"));
-        // The watch shows another status: still kept; the written one: forgotten.
-        written.record(&vsec(None), status("new"));
-        written.seen(&vsec(Some(status("other"))));
-        assert_eq!(written.lock().len(), 1);
-        written.seen(&vsec(Some(status("new"))));
-        assert!(written.lock().is_empty());
         // Caught up: forgotten, so the cached object is what counts from now on.
         assert_eq!(
             written.current(&vsec(Some(status("other")))),
