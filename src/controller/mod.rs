@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod data_hash;
 pub mod decide;
 mod demand;
+pub mod events;
 pub mod expiry;
 mod first_syncs;
 pub mod grants;
@@ -25,6 +26,7 @@ use crate::source::{
 use crate::telemetry::{Metrics, Readiness, ReasonLabels, WatchHealth};
 use data_hash::DataHashKey;
 use decide::{ReadCause, ReadPlan};
+use events::{EventPublisher, EventType};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use grants::{NamespaceGrants, OperatorIdentity};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -32,7 +34,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -63,7 +64,7 @@ pub struct ControllerConfig {
 pub struct Context {
     pub client: Client,
     pub source: Arc<dyn SecretSource>,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Arc<Metrics>,
     pub operator_identity: OperatorIdentity,
     /// Namespaces' grants of the operator's identity and of managed identities.
@@ -197,13 +198,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Health { readiness, watches } = health;
     ensure_crd_installed(&client, &config).await?;
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "vaultsync".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let events = EventPublisher::new(client.clone(), "vaultsync", std::env::var("POD_NAME").ok());
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -222,7 +217,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         source,
-        recorder,
+        events,
         metrics,
         operator_identity: config.operator_identity,
         grants,
@@ -548,7 +543,7 @@ async fn sync(
 
     // Read before any Key Vault call: a Secret someone else holds is refused with no value
     // read (a managed-Secrets cache could not show it, since it is not marked).
-    let existing = secrets.get_opt(&target_name).await?;
+    let existing = get_from_watch_cache(&secrets, &target_name).await?;
     check_target(existing.as_ref(), vsec)?;
     let state = target::secret_state(existing.as_ref(), vsec, &ctx.hash_key);
     let drift = matches!(state, SecretState::Missing | SecretState::DataDrifted);
@@ -926,6 +921,27 @@ async fn rollout_restarts(
     }
 }
 
+/// The Secret as kube-apiserver's watch cache holds it (`resourceVersion=0`, "any"
+/// version): served without a read of etcd, which at thousands of first syncs is a fair
+/// part of the API server's work. The cache may lag etcd by moments, never the watch
+/// events that bring reconciles (they come from it), and no write trusts it: a create
+/// fails on a Secret that exists (409 AlreadyExists), an apply or delete carries the
+/// `resourceVersion` or uid that was read, so a stale read costs a 409 and a fresh read
+/// (the write loop's), never a wrong write.
+async fn get_from_watch_cache(
+    secrets: &Api<Secret>,
+    name: &str,
+) -> Result<Option<Secret>, kube::Error> {
+    let any = kube::api::GetParams {
+        resource_version: Some("0".into()),
+    };
+    match secrets.get_with(name, &any).await {
+        Ok(secret) => Ok(Some(secret)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether the Secret as read may be written by this VaultSecret: not another's
 /// (`OwnershipConflict`), and not a Merge target of another type (`InvalidSpec`).
 fn check_target(existing: Option<&Secret>, vsec: &VaultSecret) -> Result<(), Failure> {
@@ -1270,14 +1286,11 @@ async fn publish(
         }
         note.truncate(cut);
     }
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    match ctx.recorder.publish(&event, &vsec.object_ref(&())).await {
+    match ctx
+        .events
+        .publish(&vsec.object_ref(&()), type_, reason, "Sync", note)
+        .await
+    {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, reason, "could not publish an Event");
