@@ -113,6 +113,18 @@ impl Case {
         panic!("Key Vault secret {kv_name} was never read {at_least} times");
     }
 
+    /// Polls until `name` has at least `at_least` Events with `reason`: an Event is
+    /// published after the write it reports, so a test seeing the write may be early.
+    async fn wait_events(&self, name: &str, reason: &str, at_least: usize) {
+        for _ in 0..480 {
+            if self.count_events(name, reason).await >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{name} never had {at_least} {reason} Events");
+    }
+
     async fn wait_data(&self, name: &str, key: &str, expected: &[u8]) {
         for _ in 0..480 {
             if self.data(name).await.get(key).map(Vec::as_slice) == Some(expected) {
@@ -530,7 +542,7 @@ async fn drift_is_repaired_at_once_even_with_a_long_refresh_interval() {
         .await
         .unwrap();
     c.wait_data("app", "k", b"original").await;
-    assert!(c.count_events("app", "DriftRepaired").await >= 2);
+    c.wait_events("app", "DriftRepaired", 2).await;
 
     // A label someone else adds is theirs: no repair, no write.
     c.secrets
