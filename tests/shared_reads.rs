@@ -230,3 +230,92 @@ async fn objects_reconciled_one_at_a_time_far_apart_still_read_each_secret_once(
         assert_eq!(reads(&s.doubles, name).await, 1, "{name}");
     }
 }
+
+/// Objects a throttled vault refused come back together when the throttle lifts, and read
+/// each secret once: 24 objects over 2 secrets, created one a second during 30 s of
+/// whole-vault 429 (`Retry-After: 0`), so that each waits on a retry schedule of its own
+/// (5 s, then as long as it has been failing). Left to those schedules, with a 1 s sharing
+/// window, they came back over the next half minute and read a secret once per gap in
+/// them; woken at the throttle's first answer, they take one read per secret.
+#[tokio::test]
+async fn objects_a_throttle_refused_read_each_secret_once_when_it_lifts() {
+    let s = setup().await;
+    let prefix = unique("lifted");
+    let names: Vec<String> = (0..2).map(|i| format!("{prefix}-{i}")).collect();
+    let vault = KeyVault::first();
+    for name in &names {
+        vault.set(name, "value").await;
+    }
+    let client_id = operator_identity(
+        &s.doubles,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    s.doubles
+        .fault(json!({"secret": "*", "clientId": client_id, "kind": "throttle", "retryAfterSeconds": 0}))
+        .await;
+    let operator = Operator::start(&s.ns.name, &client_id, &["--shared-read-seconds", "1"]);
+    operator.metrics().await;
+    let objects = 24;
+    for i in 0..objects {
+        let mut spec = spec(&names[i % 2], None);
+        spec["refreshInterval"] = json!("1h");
+        s.vsecs
+            .create(
+                &PostParams::default(),
+                &vault_secret(&format!("app-{i}"), spec),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1250)).await;
+    }
+    // The objects whose Ready condition has `reason`, once they are `objects` (or after
+    // the bound that keeps a broken run from hanging).
+    let with_reason = |reason: &'static str| {
+        let vsecs = s.vsecs.clone();
+        async move {
+            let mut count = 0;
+            for _ in 0..960 {
+                count = vsecs
+                    .list(&Default::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .filter(|v| v.ready_condition().is_some_and(|c| c.reason == reason))
+                    .count();
+                if count == objects {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            count
+        }
+    };
+    assert_eq!(
+        with_reason("Throttled").await,
+        objects,
+        "every object reported the throttle"
+    );
+    // Every request so far was refused (429): the operator's own count of answered
+    // requests is one that a request in flight at the lifting cannot blur.
+    let answered =
+        |metrics: String| metric(&metrics, "vaultsync_keyvault_requests_total{class=\"2xx\"}");
+    assert_eq!(answered(operator.metrics().await), 0);
+
+    s.doubles.clear_client_faults(&client_id).await;
+    let lifted = std::time::Instant::now();
+    assert_eq!(with_reason("Synced").await, objects, "all synced");
+    common::fleet::report(
+        "throttle lifted",
+        &format!(
+            "{objects} objects over 2 secrets refused by a throttle, all Synced {:.1} s after it lifted",
+            lifted.elapsed().as_secs_f64()
+        ),
+    );
+    assert_eq!(
+        answered(operator.metrics().await),
+        2,
+        "one answered read per secret once the throttle lifted"
+    );
+}

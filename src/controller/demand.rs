@@ -6,13 +6,16 @@
 //! An object is due for the reads of its entries when its first attempt has not happened
 //! in this process ([`FirstSyncs`]), or when its status says a read is due now (spec
 //! changed, refresh interval over) and its last attempt did not fail (a failing object
-//! retries on its own backoff, and would only hold the value). A requested refresh or a
+//! retries on its own backoff, and would only hold the value), or when a throttle that
+//! refused it has lifted and its woken reconcile has not ended yet
+//! ([`super::vault_waits`]). A requested refresh or a
 //! drift repair reads only Key Vault as it is when it starts, so it never takes a kept
 //! read and does not count. Entries pinned to the version already synced are not read.
 
 use super::decide::{self, ReadPlan};
 use super::first_syncs::FirstSyncs;
 use super::identity_for;
+use super::vault_waits::VaultWaits;
 use crate::api::VaultSecret;
 use crate::source::single_flight::Demand;
 use crate::source::{SecretRequest, SecretSource};
@@ -40,6 +43,7 @@ type Index = HashMap<SecretRequest, Vec<Due>>;
 pub struct ReadDemand {
     stores: Mutex<Vec<Store<VaultSecret>>>,
     first_syncs: Arc<FirstSyncs>,
+    vault_waits: Arc<VaultWaits>,
     /// For the vault URL as the source normalises it (weak: the source holds this demand).
     source: Weak<dyn SecretSource>,
     index: Mutex<Option<(Instant, Arc<Index>)>>,
@@ -51,10 +55,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ReadDemand {
-    pub fn new(source: Weak<dyn SecretSource>, first_syncs: Arc<FirstSyncs>) -> Self {
+    pub fn new(
+        source: Weak<dyn SecretSource>,
+        first_syncs: Arc<FirstSyncs>,
+        vault_waits: Arc<VaultWaits>,
+    ) -> Self {
         Self {
             stores: Mutex::default(),
             first_syncs,
+            vault_waits,
             source,
             index: Mutex::default(),
         }
@@ -84,7 +93,8 @@ impl ReadDemand {
         };
         let objects: Vec<_> = lock(&self.stores).iter().flat_map(|s| s.state()).collect();
         for vsec in &objects {
-            for (request, due) in due_reads(vsec, source.as_ref(), &self.first_syncs, now) {
+            let waits = &self.vault_waits;
+            for (request, due) in due_reads(vsec, source.as_ref(), &self.first_syncs, waits, now) {
                 index.entry(request).or_default().push(due);
             }
         }
@@ -98,6 +108,7 @@ fn due_reads(
     vsec: &VaultSecret,
     source: &dyn SecretSource,
     first_syncs: &FirstSyncs,
+    vault_waits: &VaultWaits,
     now: Timestamp,
 ) -> Vec<(SecretRequest, Due)> {
     if vsec.meta().deletion_timestamp.is_some() || vsec.spec.suspend {
@@ -121,7 +132,7 @@ fn due_reads(
         decide::synced_this_generation(&status, vsec.meta().generation, &vsec.target_name());
     let cause = if first_syncs.not_attempted(vsec) {
         decide::ReadCause::NotSynced
-    } else if decide::previous_failure(&status).is_some() {
+    } else if decide::previous_failure(&status).is_some() && !vault_waits.is_woken(&uid) {
         return Vec::new();
     } else {
         let all_pinned_and_synced = vsec.spec.data.iter().all(|entry| {
@@ -133,7 +144,8 @@ fn due_reads(
         match decide::plan_read(&decide::PlanInput {
             synced_this_generation: synced,
             drift: false,
-            refresh_failed: false,
+            // A woken object retries its failed read now, with the others woken with it.
+            refresh_failed: vault_waits.is_woken(&uid),
             refresh_requested: false,
             last_sync,
             interval,
@@ -267,7 +279,7 @@ mod tests {
         let source: Arc<dyn SecretSource> = Arc::new(Vaults);
         let first_syncs = Arc::new(FirstSyncs::default());
         first_syncs.observe(vec![store.clone()]);
-        let demand = ReadDemand::new(Arc::downgrade(&source), first_syncs.clone());
+        let demand = ReadDemand::new(Arc::downgrade(&source), first_syncs.clone(), Arc::default());
         demand.observe(vec![store]);
         let started = SystemTime::now();
         let taken = |uids: &[&str]| uids.iter().map(|u| format!("uid-{u}")).collect();

@@ -13,6 +13,7 @@ mod first_syncs;
 pub mod grants;
 pub mod restart;
 pub mod target;
+mod vault_waits;
 pub mod write;
 mod written;
 
@@ -89,6 +90,8 @@ pub struct Context {
     repairs: backoff::RepairPace,
     /// Objects waiting for their first attempt, which go before due refreshes.
     first_syncs: Arc<first_syncs::FirstSyncs>,
+    /// Objects a throttled vault refused, woken when it answers again.
+    vault_waits: Arc<vault_waits::VaultWaits>,
 }
 
 /// Errors that end a reconcile early; failures of Key Vault or of the spec are reported
@@ -209,9 +212,11 @@ pub async fn run(
     let (grants, grant_changes) = grants::watch_namespaces(&client, &scopes, &watches).await;
     // Shared reads are kept for the objects due for them (see [`demand`]).
     let first_syncs = Arc::new(first_syncs::FirstSyncs::default());
+    let vault_waits = Arc::new(vault_waits::VaultWaits::default());
     let read_demand = Arc::new(demand::ReadDemand::new(
         Arc::downgrade(&source),
         first_syncs.clone(),
+        vault_waits.clone(),
     ));
     source.hold_for(read_demand.clone());
     let ctx = Arc::new(Context {
@@ -229,6 +234,7 @@ pub async fn run(
         expiry_warning: config.expiry_warning,
         repairs: Default::default(),
         first_syncs,
+        vault_waits,
         announced: Default::default(),
         own_writes: Default::default(),
     });
@@ -288,6 +294,8 @@ pub async fn run(
             .watches_stream(granted.map(Ok), move |ns: PartialObjectMeta<Namespace>| {
                 vault_secrets_in(&vsecs_of, &ns.name_any())
             })
+            // Objects a throttled vault refused, at its first answer (see `vault_waits`).
+            .reconcile_on(ctx.vault_waits.subscribe(scope.clone()))
             // Once `shutdown` resolves, no reconcile starts and the running ones finish;
             // the caller bounds how long that may take (`--shutdown-timeout-seconds`).
             .graceful_shutdown_on(shutdown.clone());
@@ -388,6 +396,9 @@ async fn reconcile(vsec: Arc<VaultSecret>, ctx: Arc<Context>) -> Result<Action, 
     let result = reconcile_inner(&vsec, &ctx).await;
     if first {
         ctx.first_syncs.attempted(&vsec);
+    }
+    if let Some(uid) = vsec.uid() {
+        ctx.vault_waits.reconciled(&uid);
     }
     ctx.metrics
         .reconcile_duration
@@ -1053,6 +1064,16 @@ async fn read_all(
                 Err(e) => e.reason().as_str(),
             };
             Metrics::count(&ctx.metrics.keyvault_reads, label);
+            let lifted = || ctx.source.throttle_lifted(&request.vault_url);
+            match &result {
+                Ok(_) => {
+                    ctx.vault_waits.answered(&request.vault_url, lifted());
+                }
+                Err(SourceError::Throttled { .. }) => {
+                    ctx.vault_waits.refused(&request.vault_url, lifted(), vsec);
+                }
+                Err(_) => {}
+            }
             result
         }))
         .await;

@@ -114,9 +114,11 @@ impl<E: Clone> Gate<E> {
     }
 
     /// The request was answered (a value, or a refusal that is no outage): the gate opens.
-    pub fn succeeded(&self, mut ticket: Ticket<E>) {
+    /// Returns whether it was shut (this answer reopened it).
+    pub fn succeeded(&self, mut ticket: Ticket<E>) -> bool {
         ticket.reported = true;
         let mut s = self.lock();
+        let was_shut = s.shut_until.is_some();
         let round = s.round + 1;
         *s = State {
             failures: 0,
@@ -125,6 +127,7 @@ impl<E: Clone> Gate<E> {
             last: None,
             round,
         };
+        was_shut
     }
 
     /// The request failed in the way this gate guards against: it shuts for the next
@@ -215,8 +218,15 @@ mod tests {
         // A probe dropped without an outcome hands the probe on.
         drop(probe);
         let probe = gate.admit(t0 + FIRST).unwrap();
-        gate.succeeded(probe);
+        assert!(
+            gate.succeeded(probe),
+            "the probe's answer reopened the gate"
+        );
         assert!(gate.is_open());
+        assert!(
+            !gate.succeeded(gate.admit(t0 + FIRST).unwrap()),
+            "open already"
+        );
         assert!(gate.admit(t0 + FIRST).is_ok());
     }
 

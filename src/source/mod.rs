@@ -98,6 +98,14 @@ pub trait SecretSource: Send + Sync {
     fn hold_for(&self, demand: Arc<dyn single_flight::Demand<SecretRequest>>) {
         let _ = demand;
     }
+
+    /// How many times the throttle of the vault at `vault_url` (normalised) has lifted in
+    /// this process: its shared back-off ([`gate`]) shut by a 429 and opened again by an
+    /// answer. Grows by one per lifting; 0 for a source without such a back-off.
+    fn throttle_lifted(&self, vault_url: &str) -> u64 {
+        let _ = vault_url;
+        0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +149,8 @@ pub struct KeyVaultSource {
     /// without a value. Only failing reads have an entry; a success removes it.
     read_gates: Mutex<HashMap<SecretRequest, Arc<Gate<SourceError>>>>,
     shared_reads: SharedReads<SecretRequest, Arc<FetchedSecret>, SourceError>,
+    /// Per vault: how many times its gate opened again after shutting.
+    throttle_lifted: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,6 +219,7 @@ impl KeyVaultSource {
             vault_gates: Mutex::default(),
             read_gates: Mutex::default(),
             shared_reads,
+            throttle_lifted: Mutex::default(),
         }))
     }
 
@@ -457,7 +468,11 @@ impl KeyVaultSource {
             Some(SourceError::Identity { .. } | SourceError::VaultNotAllowed { .. }) => {}
             // Key Vault answered (a value, or a refusal that is no outage).
             _ => {
-                vault_gate.succeeded(vault_ticket);
+                if vault_gate.succeeded(vault_ticket) {
+                    *lock(&self.throttle_lifted)
+                        .entry(request.vault_url.clone())
+                        .or_default() += 1;
+                }
                 read_gate.succeeded(read_ticket);
             }
         }
@@ -645,6 +660,13 @@ impl SecretSource for Arc<KeyVaultSource> {
 
     fn hold_for(&self, demand: Arc<dyn single_flight::Demand<SecretRequest>>) {
         self.shared_reads.hold_for(demand);
+    }
+
+    fn throttle_lifted(&self, vault_url: &str) -> u64 {
+        lock(&self.throttle_lifted)
+            .get(vault_url)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
