@@ -401,12 +401,12 @@ async fn the_operator_identity_is_used_only_where_the_namespace_grants_it() {
             )),
         "{message}"
     );
-    assert!(
-        events_of(&client, ns, "app")
-            .await
+    wait_events_of(&client, ns, "app", "a Warning IdentityError", |events| {
+        events
             .iter()
             .any(|(t, r, n)| t == "Warning" && r == "IdentityError" && n == &message)
-    );
+    })
+    .await;
 
     // Granted: the Namespace change brings the VaultSecret back (how soon is not asserted:
     // this machine is shared, and timing belongs to `make bench`).

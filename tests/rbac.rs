@@ -178,12 +178,14 @@ async fn the_operator_works_with_the_shipped_rbac_only() {
         .await
         .expect("the operator made its data-hash key under the shipped RBAC");
     assert_eq!(key.data.unwrap()["key"].0.len(), 32);
-    assert!(
-        events_of(&client, &ns.name, "denied")
-            .await
-            .iter()
-            .any(|(_, r, _)| r == "AccessDenied")
-    );
+    wait_events_of(
+        &client,
+        &ns.name,
+        "denied",
+        "an AccessDenied Event",
+        |events| events.iter().any(|(_, r, _)| r == "AccessDenied"),
+    )
+    .await;
 
     // Reading a foreign Secret for the ownership guard, under the shipped role.
     let foreign = Secret {

@@ -192,13 +192,18 @@ async fn a_rotation_rolls_the_deployment_once_and_equal_data_never() {
         .expect("the restartedAt annotation");
     at.parse::<k8s_openapi::jiff::Timestamp>()
         .unwrap_or_else(|e| panic!("{at} is RFC 3339: {e}"));
-    let events = events_of(&s.client, &s.ns.name, "app").await;
-    assert!(
-        events.iter().any(|(t, r, n)| t == "Normal"
-            && r == "RolloutRestarted"
-            && n.contains("Deployment/web")),
-        "{events:?}"
-    );
+    let events = wait_events_of(
+        &s.client,
+        &s.ns.name,
+        "app",
+        "a RolloutRestarted Event",
+        |events| {
+            events.iter().any(|(t, r, n)| {
+                t == "Normal" && r == "RolloutRestarted" && n.contains("Deployment/web")
+            })
+        },
+    )
+    .await;
     assert_eq!(
         s.secrets.get("app").await.unwrap().data.unwrap()["password"].0,
         second.as_bytes()
@@ -243,13 +248,18 @@ async fn vaultsecrets_rotating_together_restart_a_shared_deployment_once() {
     for name in ["a", "b"] {
         let vsec = wait_restart_reason(&s, name, "RolloutRestarted").await;
         assert_eq!(restart_condition(&vsec).unwrap().0, "True");
-        let events = events_of(&s.client, &s.ns.name, name).await;
-        assert!(
-            events
-                .iter()
-                .any(|(_, r, n)| r == "RolloutRestarted" && n.contains("Deployment/web")),
-            "{events:?}"
-        );
+        wait_events_of(
+            &s.client,
+            &s.ns.name,
+            name,
+            "a RolloutRestarted Event",
+            |events| {
+                events
+                    .iter()
+                    .any(|(_, r, n)| r == "RolloutRestarted" && n.contains("Deployment/web"))
+            },
+        )
+        .await;
     }
     // Both rotations are served: one restart for the two of them.
     w.wait_replica_sets("web", 2).await;

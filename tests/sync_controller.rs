@@ -78,13 +78,18 @@ async fn access_denied_names_the_identity_and_the_secret_and_warns() {
         s.secrets.get_opt("app").await.unwrap().is_none(),
         "no Secret is written on failure"
     );
-    let events = events_of(&s.client, &s.ns.name, "app").await;
-    assert!(
-        events
-            .iter()
-            .any(|(t, r, _)| t == "Warning" && r == "AccessDenied"),
-        "{events:?}"
-    );
+    wait_events_of(
+        &s.client,
+        &s.ns.name,
+        "app",
+        "a Warning AccessDenied",
+        |events| {
+            events
+                .iter()
+                .any(|(t, r, _)| t == "Warning" && r == "AccessDenied")
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -497,14 +502,13 @@ async fn syncs_rotates_and_repairs_the_secret_without_leaking_values() {
     // Rotation: a new Key Vault version arrives on the next refresh.
     let second_version = seed(&kv_name, "rotated-value-2").await;
     wait_value(&s.secrets, "app", "password", b"rotated-value-2").await;
-    let events = events_of(&s.client, &s.ns.name, "app").await;
+    let events = wait_events_of(&s.client, &s.ns.name, "app", "a Rotated Event", |events| {
+        events.iter().any(|(_, r, note)| {
+            r == "Rotated" && note.contains(&first_version) && note.contains(&second_version)
+        })
+    })
+    .await;
     assert!(events.iter().any(|(_, r, _)| r == "Synced"), "{events:?}");
-    assert!(
-        events.iter().any(|(_, r, note)| r == "Rotated"
-            && note.contains(&first_version)
-            && note.contains(&second_version)),
-        "{events:?}"
-    );
 
     // Drift: an edit and a deletion are repaired.
     s.secrets
@@ -521,11 +525,14 @@ async fn syncs_rotates_and_repairs_the_secret_without_leaking_values() {
         .await
         .unwrap();
     wait_value(&s.secrets, "app", "password", b"rotated-value-2").await;
-    let events = events_of(&s.client, &s.ns.name, "app").await;
-    assert!(
-        events.iter().any(|(_, r, _)| r == "DriftRepaired"),
-        "{events:?}"
-    );
+    wait_events_of(
+        &s.client,
+        &s.ns.name,
+        "app",
+        "a DriftRepaired Event",
+        |events| events.iter().any(|(_, r, _)| r == "DriftRepaired"),
+    )
+    .await;
 
     // A label removed with the data intact is restored without a Key Vault read.
     let reads = s.doubles.vault_requests("GET", &kv_name).await;

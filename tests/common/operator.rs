@@ -415,3 +415,27 @@ pub async fn events_of(
         })
         .collect()
 }
+
+/// Polls [`events_of`] for up to 120 s until `found` holds, and returns the Events it
+/// held then. An Event is published after the write or status it reports, so a test that
+/// has just seen the write may list the Events before it lands.
+///
+/// # Panics
+/// When `found` never holds, naming `what` and the last Events listed.
+pub async fn wait_events_of(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    found: impl Fn(&[(String, String, String)]) -> bool,
+) -> Vec<(String, String, String)> {
+    let mut events = Vec::new();
+    for _ in 0..480 {
+        events = events_of(client, namespace, name).await;
+        if found(&events) {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("{name} never had {what}: {events:?}");
+}
