@@ -130,9 +130,11 @@ fn due_reads(
     let last_sync = status.last_sync_time.as_ref().map(|t| t.0);
     let synced =
         decide::synced_this_generation(&status, vsec.meta().generation, &vsec.target_name());
+    // Woken by a lifted throttle: it retries its failed read now, with the others woken.
+    let woken = vault_waits.is_woken(&uid);
     let cause = if first_syncs.not_attempted(vsec) {
         decide::ReadCause::NotSynced
-    } else if decide::previous_failure(&status).is_some() && !vault_waits.is_woken(&uid) {
+    } else if decide::previous_failure(&status).is_some() && !woken {
         return Vec::new();
     } else {
         let all_pinned_and_synced = vsec.spec.data.iter().all(|entry| {
@@ -144,8 +146,7 @@ fn due_reads(
         match decide::plan_read(&decide::PlanInput {
             synced_this_generation: synced,
             drift: false,
-            // A woken object retries its failed read now, with the others woken with it.
-            refresh_failed: vault_waits.is_woken(&uid),
+            refresh_failed: woken,
             refresh_requested: false,
             last_sync,
             interval,
